@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ucgate/ucgate/core"
+	"github.com/ucgate/ucgate/core/journal"
+	"github.com/ucgate/ucgate/protocols/sip"
+	"github.com/ucgate/ucgate/protocols/sip/echo"
+)
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := newFlags("run")
+	file := fs.String("c", "", "configuration file (default: the embedded default)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	gw, err := startGateway(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+			return gw.Close()
+		case <-hup:
+			if err := gw.reload(*file); err != nil {
+				log.Error("reload refused", "error", err)
+			} else {
+				log.Info("reloaded")
+			}
+		}
+	}
+}
+
+// gateway is a running ucgate: its adapters, journal, state and servers.
+type gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	journal *journal.Journal
+	sip     *sip.Adapter
+	echo    []*echo.Server
+	admin   *http.Server
+	reg     *prometheus.Registry
+	pipe    *core.Pipeline
+}
+
+func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (gw *gateway, err error) {
+	gw = &gateway{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			gw.Close()
+			gw = nil
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if gw.journal, err = journal.Open(cfg.Journal, cfg.DataDir, log.With("component", "journal")); err != nil {
+		return nil, err
+	}
+	gw.reg = prometheus.NewRegistry()
+	gw.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	deps := core.Deps{Log: log, Journal: gw.journal, Sessions: core.NewSessions(), Metrics: gw.reg, DataDir: cfg.DataDir}
+
+	var tlsConf *tls.Config
+	if needsTLS(cfg.SIP) {
+		if tlsConf, err = serverTLS(cfg.SIP.TLS.Cert, cfg.SIP.TLS.Key, cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	builtin := map[string]string{}
+	for _, u := range cfg.SIP.Upstreams {
+		if u.Builtin == "echo" && builtin["echo"] == "" {
+			e, err := echo.Start(ctx, "127.0.0.1:0", log.With("component", "echo"))
+			if err != nil {
+				return nil, err
+			}
+			gw.echo = append(gw.echo, e)
+			builtin["echo"] = e.Addr()
+		}
+	}
+	if gw.pipe, err = buildPipeline(cfg, deps); err != nil {
+		return nil, err
+	}
+	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin}); err != nil {
+		return nil, err
+	}
+	gw.sip.SetPipeline(gw.pipe)
+	if err := gw.sip.Start(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Admin.Listen != "" {
+		if err := gw.startAdmin(); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("ucgate running", "sip", gw.sip.Listeners(), "admin", cfg.Admin.Listen, "data_dir", cfg.DataDir)
+	return gw, nil
+}
+
+func needsTLS(c sip.Config) bool {
+	for _, l := range c.Listeners {
+		if l.Transport == "tls" || l.Transport == "wss" {
+			return true
+		}
+	}
+	for _, u := range c.Upstreams {
+		if u.Transport == "tls" || u.Transport == "wss" {
+			return true
+		}
+	}
+	return false
+}
+
+// buildPipeline builds the stages the configuration turns on, in
+// core.StageOrder.
+func buildPipeline(cfg Config, deps core.Deps) (*core.Pipeline, error) {
+	var stages []core.Stage
+	for _, name := range core.StageOrder {
+		build, ok := stageConstructors[name]
+		if !ok {
+			return nil, fmt.Errorf("stage %q has no constructor", name)
+		}
+		s, err := build(cfg, deps)
+		if err != nil {
+			for _, b := range stages {
+				if c, ok := b.(io.Closer); ok {
+					c.Close()
+				}
+			}
+			return nil, fmt.Errorf("stage %s: %w", name, err)
+		}
+		if s != nil {
+			stages = append(stages, s)
+		}
+	}
+	return core.NewPipeline(core.StageOrder, stages...)
+}
+
+// stageConstructors maps every stage name in core.StageOrder to the code
+// that builds it from the configuration; a nil stage means "not enabled".
+var stageConstructors = map[string]func(Config, core.Deps) (core.Stage, error){}
+
+// reload validates the file again and swaps in a new pipeline; calls in
+// progress keep running.
+func (gw *gateway) reload(file string) error {
+	cfg, err := loadConfig(file)
+	if err != nil {
+		return err
+	}
+	p, err := buildPipeline(cfg, core.Deps{Log: gw.log, Journal: gw.journal, DataDir: cfg.DataDir})
+	if err != nil {
+		return err
+	}
+	old := gw.pipe
+	gw.sip.SetPipeline(p)
+	gw.pipe = p
+	go func() {
+		time.Sleep(5 * time.Second) // let in-flight events finish on the old stages
+		old.Close()
+	}()
+	return nil
+}
+
+func (gw *gateway) startAdmin() error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gw.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"status": "ok", "sip": gw.sip.Listeners()})
+	})
+	ln, err := net.Listen("tcp", gw.cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	gw.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := gw.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			gw.log.Error("admin server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// Close stops everything in reverse order; every call in progress gets its
+// CDR before the journal closes.
+func (gw *gateway) Close() error {
+	var errs []error
+	if gw.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		errs = append(errs, gw.admin.Shutdown(ctx))
+		cancel()
+	}
+	if gw.sip != nil {
+		errs = append(errs, gw.sip.Close())
+	}
+	for _, e := range gw.echo {
+		errs = append(errs, e.Close())
+	}
+	if gw.pipe != nil {
+		errs = append(errs, gw.pipe.Close())
+	}
+	if gw.journal != nil {
+		errs = append(errs, gw.journal.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func writeJSONLines(w io.Writer, v []core.CDR) error {
+	enc := json.NewEncoder(w)
+	for i := range v {
+		if err := enc.Encode(&v[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

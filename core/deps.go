@@ -1,0 +1,19 @@
+package core
+
+import (
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Deps are what the gateway hands every component it builds.
+type Deps struct {
+	Log      *slog.Logger
+	Journal  Journal
+	Sessions *Sessions
+	// Metrics is where components register their Prometheus collectors.
+	Metrics prometheus.Registerer
+	// DataDir is the directory for embedded state, certificates and the
+	// journal.
+	DataDir string
+}

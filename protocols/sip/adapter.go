@@ -1,0 +1,326 @@
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/ucgate/ucgate/core"
+)
+
+// Adapter is the SIP back-to-back user agent.
+type Adapter struct {
+	cfg      Config
+	log      *slog.Logger
+	journal  core.Journal
+	sessions *core.Sessions
+	pipeline atomic.Pointer[core.Pipeline]
+	metrics  *metrics
+	tlsConf  *tls.Config
+
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	cli    *sipgo.Client
+	parser *sip.Parser
+
+	listeners []*listener
+	byLocal   map[string]*listener // transport + "/" + local addr
+	upstreams map[string]*upstream
+	routes    []route
+	registrar *upstream
+
+	dialogs  *dialogTable
+	bindings *bindingTable
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	calls  sync.WaitGroup
+}
+
+// upstream is a configured upstream with its resolved address.
+type upstream struct {
+	cfg       Upstream
+	name      string
+	transport string // upper case, as sipgo wants it
+	addr      string // host:port to send to
+	ip        netip.Addr
+	port      uint16
+	sources   []netip.Prefix
+	domain    string
+	zone      string
+}
+
+// Options are what the gateway hands the adapter besides its Config.
+type Options struct {
+	// TLS is the server certificate configuration for TLS and WSS listeners
+	// and for TLS towards upstreams. Required if any listener is tls or wss.
+	TLS *tls.Config
+	// BuiltinAddr resolves a builtin upstream ("echo") to the loopback
+	// address where the gateway started it.
+	BuiltinAddr map[string]string
+}
+
+// ErrNoListener reports that an upstream cannot be reached from any listener.
+var ErrNoListener = errors.New("sip: no listener for upstream")
+
+// New builds the adapter. It binds nothing until Start.
+func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	j := deps.Journal
+	if j == nil {
+		j = core.DiscardJournal{}
+	}
+	sessions := deps.Sessions
+	if sessions == nil {
+		sessions = core.NewSessions()
+	}
+	a := &Adapter{
+		cfg:       cfg,
+		log:       log.With("adapter", "sip"),
+		journal:   j,
+		sessions:  sessions,
+		tlsConf:   opts.TLS,
+		byLocal:   map[string]*listener{},
+		upstreams: map[string]*upstream{},
+		dialogs:   newDialogTable(),
+		bindings:  newBindingTable(),
+		parser:    sip.NewParser(),
+	}
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	a.metrics = m
+	a.pipeline.Store(nil)
+	for _, u := range cfg.Upstreams {
+		up := &upstream{cfg: u, name: u.Name, zone: u.Zone, domain: u.Domain}
+		up.transport = strings.ToUpper(u.Transport)
+		if up.transport == "" {
+			up.transport = "UDP"
+		}
+		addr := u.Address
+		if u.Builtin != "" {
+			addr = opts.BuiltinAddr[u.Builtin]
+			if addr == "" {
+				return nil, fmt.Errorf("sip: builtin upstream %q was not started", u.Builtin)
+			}
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("sip: upstream %s: %w", u.Name, err)
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			up.ip = ip.Unmap()
+		} else {
+			ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+			if err != nil || len(ips) == 0 {
+				return nil, fmt.Errorf("sip: upstream %s: resolve %s: %v", u.Name, host, err)
+			}
+			up.ip = ips[0].Unmap()
+			addr = net.JoinHostPort(up.ip.String(), addr[len(host)+1:])
+		}
+		up.addr = addr
+		if ap, err := netip.ParseAddrPort(addr); err == nil {
+			up.port = ap.Port()
+		}
+		for _, s := range u.Sources {
+			p, _ := netip.ParsePrefix(s)
+			up.sources = append(up.sources, p.Masked())
+		}
+		if up.domain == "" {
+			up.domain = host
+		}
+		a.upstreams[u.Name] = up
+	}
+	for _, r := range cfg.Routes {
+		rt := route{domain: strings.ToLower(r.Domain), prefix: r.Prefix, def: r.Default, strip: r.Strip}
+		for _, n := range r.Upstreams {
+			rt.upstreams = append(rt.upstreams, a.upstreams[n])
+		}
+		a.routes = append(a.routes, rt)
+	}
+	if cfg.Registrar != "" {
+		a.registrar = a.upstreams[cfg.Registrar]
+	}
+
+	sipLog := a.log.With("component", "sipgo")
+	a.ua, err = sipgo.NewUA(
+		sipgo.WithUserAgent(cfg.UserAgent),
+		sipgo.WithUserAgenTLSConfig(opts.TLS),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerReadFilter(a.readFilter),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(sipLog),
+			sip.WithTransactionLayerUnhandledResponseHandler(a.onStrayResponse),
+		),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("sip: user agent: %w", err)
+	}
+	a.srv, err = sipgo.NewServer(a.ua, sipgo.WithServerLogger(sipLog))
+	if err != nil {
+		return nil, fmt.Errorf("sip: server: %w", err)
+	}
+	a.cli, err = sipgo.NewClient(a.ua, sipgo.WithClientLogger(sipLog))
+	if err != nil {
+		return nil, fmt.Errorf("sip: client: %w", err)
+	}
+	a.srv.OnInvite(a.onInvite)
+	a.srv.OnAck(a.onAck)
+	a.srv.OnCancel(a.onCancel)
+	a.srv.OnRegister(a.onRegister)
+	a.srv.OnOptions(a.onOutOfDialog)
+	a.srv.OnMessage(a.onOutOfDialog)
+	a.srv.OnNoRoute(a.onOther)
+	for _, m := range []sip.RequestMethod{sip.BYE, sip.UPDATE, sip.INFO, sip.PRACK, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE, sip.PUBLISH} {
+		a.srv.OnRequest(m, a.onOther)
+	}
+	return a, nil
+}
+
+// SetPipeline swaps the pipeline every new request runs through. Requests
+// already in flight finish on the pipeline they started with.
+func (a *Adapter) SetPipeline(p *core.Pipeline) { a.pipeline.Store(p) }
+
+// Start binds every listener and serves until Close.
+func (a *Adapter) Start(ctx context.Context) error {
+	a.ctx, a.cancel = context.WithCancel(ctx)
+	for _, lc := range a.cfg.Listeners {
+		if (lc.Transport == "tls" || lc.Transport == "wss") && a.tlsConf == nil {
+			a.closeListeners()
+			return fmt.Errorf("sip: %s listener %s needs a TLS certificate", lc.Transport, lc.Listen)
+		}
+		l, err := a.open(a.ctx, lc)
+		if err != nil {
+			a.closeListeners()
+			return err
+		}
+		a.listeners = append(a.listeners, l)
+		a.byLocal[l.transport+"/"+l.addr.String()] = l
+	}
+	for _, l := range a.listeners {
+		a.wg.Add(1)
+		go func(l *listener) {
+			defer a.wg.Done()
+			if err := a.serve(l); err != nil && a.ctx.Err() == nil {
+				a.log.Error("listener stopped", "transport", l.transport, "listen", l.addr.String(), "error", err)
+			}
+		}(l)
+	}
+	for _, up := range a.upstreams {
+		if a.listenerFor(up.transport, up.ip) == nil && up.transport == "UDP" {
+			a.closeListeners()
+			return fmt.Errorf("%w %s: no udp listener in the %s family", ErrNoListener, up.name, family(up.ip))
+		}
+	}
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.bindings.expireLoop(a.ctx) }()
+	return nil
+}
+
+func family(ip netip.Addr) string {
+	if ip.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// Listeners returns the bound addresses, "transport/ip:port", in config order.
+func (a *Adapter) Listeners() []string {
+	out := make([]string, 0, len(a.listeners))
+	for _, l := range a.listeners {
+		out = append(out, l.transport+"/"+l.addr.String())
+	}
+	return out
+}
+
+func (a *Adapter) closeListeners() {
+	for _, l := range a.listeners {
+		l.close()
+	}
+}
+
+// Close ends every call (with CDRs), stops the listeners and waits for
+// the adapter's goroutines.
+func (a *Adapter) Close() error {
+	if a.cancel == nil {
+		return nil
+	}
+	a.dialogs.each(func(c *call) { c.terminate(core.RoleGateway, "shutdown") })
+	done := make(chan struct{})
+	go func() { a.calls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		a.log.Warn("calls still ending at shutdown")
+	}
+	a.cancel()
+	a.closeListeners()
+	err := a.ua.Close()
+	a.wg.Wait()
+	return err
+}
+
+// listenerFor picks the listener to send from: same transport and address
+// family, preferring the given zone.
+func (a *Adapter) listenerFor(transport string, ip netip.Addr) *listener {
+	t := strings.ToLower(transport)
+	var found *listener
+	for _, l := range a.listeners {
+		if l.transport != t || l.addr.Addr().Is4() != ip.Is4() {
+			continue
+		}
+		if l.addr.Addr().IsLoopback() == ip.IsLoopback() {
+			return l
+		}
+		if found == nil {
+			found = l
+		}
+	}
+	return found
+}
+
+// listenerOf finds the listener a request arrived on.
+func (a *Adapter) listenerOf(req *sip.Request, tx sip.ServerTransaction) *listener {
+	if stx, ok := tx.(*sip.ServerTx); ok {
+		if c := stx.Connection(); c != nil {
+			if la := c.LocalAddr(); la != nil {
+				ap, err := netip.ParseAddrPort(la.String())
+				if err == nil {
+					ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+					if l := a.byLocal[strings.ToLower(req.Transport())+"/"+ap.String()]; l != nil {
+						return l
+					}
+				}
+			}
+		}
+	}
+	// Fall back on the first listener of the transport.
+	t := strings.ToLower(req.Transport())
+	for _, l := range a.listeners {
+		if l.transport == t {
+			return l
+		}
+	}
+	return nil
+}

@@ -1,0 +1,591 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/ucgate/ucgate/core"
+)
+
+// call is one B2BUA call: two dialogs and the session that joins them.
+type call struct {
+	a    *Adapter
+	sess *core.Session
+
+	mu   sync.Mutex
+	legs [2]*leg
+	// inviteB is the last INVITE sent on leg B (initial or re-INVITE) and
+	// ackB the ACK that answered its 2xx, kept to answer retransmissions.
+	inviteB *sip.Request
+	ackB    *sip.Request
+	// pendingAck is set while a 2xx to A waits for A's ACK; closing it stops
+	// the 2xx retransmissions. ackWaitB says leg B's ACK waits for A's ACK
+	// (late offer: the ACK carries the answer).
+	pendingAck chan struct{}
+	ackSeqA    uint32
+	ackWaitB   bool
+	answered   bool
+	ended      bool
+	maxTimer   *time.Timer
+}
+
+// target is where a new call or request goes.
+type target struct {
+	ruri      sip.Uri
+	to        sip.Uri
+	upstreams []*upstream // candidates in order, or
+	binding   *binding    // a user registered through the gateway
+}
+
+// onInvite handles every INVITE: a new call, or a re-INVITE in a dialog.
+func (a *Adapter) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		a.onOther(req, tx)
+		return
+	}
+	in := a.inboundOf(req, tx)
+	ev := a.event(in, core.KindSessionOffer)
+	if !a.run(in, ev) {
+		return
+	}
+	t, ok := a.resolve(in)
+	if !ok {
+		a.refuse(in, core.RefuseWith(core.ReasonNoRoute, "sip/no_route", ""), "sip")
+		return
+	}
+	a.calls.Add(1)
+	defer a.calls.Done()
+	c := a.newCall(in, t)
+	c.setup(in, t)
+}
+
+// resolve finds where a request goes: a user registered through the
+// gateway, or the upstreams of the first matching route.
+func (a *Adapter) resolve(in *inbound) (target, bool) {
+	ru := in.req.Recipient
+	// A registered user is reached by the token its registrar holds, from
+	// anywhere; by its user name only from an upstream. Everyone else's
+	// calls go through the routes, to the PBX that decides.
+	if b := a.bindings.lookup(ru.User, in.up != nil); b != nil {
+		return target{ruri: b.contact, to: b.aor, binding: b}, true
+	}
+	user, ups, ok := matchRoute(a.routes, ru.User, trimBrackets(ru.Host))
+	if !ok || len(ups) == 0 {
+		return target{}, false
+	}
+	up := ups[0]
+	host, port := splitHostPort(up.addr)
+	ruri := sip.Uri{Scheme: "sip", User: user, Host: host, Port: port}
+	to := sip.Uri{Scheme: "sip", User: user, Host: up.domain}
+	if up.cfg.Domain != "" {
+		ruri.Host, ruri.Port = up.domain, 0
+	}
+	return target{ruri: ruri, to: to, upstreams: ups}, true
+}
+
+// isLocal reports whether host names the gateway itself.
+func (a *Adapter) isLocal(host string) bool {
+	host = trimBrackets(host)
+	for _, l := range a.listeners {
+		if strings.EqualFold(host, l.host) || host == l.addr.Addr().String() {
+			return true
+		}
+	}
+	return false
+}
+
+func trimBrackets(h string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+}
+
+func splitHostPort(hp string) (string, int) {
+	ap, err := netip.ParseAddrPort(hp)
+	if err != nil {
+		return hp, 0
+	}
+	return ap.Addr().String(), int(ap.Port())
+}
+
+// newCall builds the call and its A leg from the INVITE, and registers
+// leg A in the dialog table.
+func (a *Adapter) newCall(in *inbound, t target) *call {
+	req := in.req
+	from, to := req.From(), req.To()
+	la := &leg{
+		callID:    req.CallID().Value(),
+		localTag:  sip.GenerateTagN(16),
+		remoteTag: from.Params.GetOr("tag", ""),
+		local:     *to.Address.Clone(),
+		localName: to.DisplayName,
+		remote:    *from.Address.Clone(),
+		remoteNm:  from.DisplayName,
+		routes:    routeSet(req, false),
+		remoteSeq: req.CSeq().SeqNo,
+		transport: strings.ToUpper(req.Transport()),
+		l:         in.l,
+		src:       in.src,
+		secure:    in.rec.Encrypted,
+		zone:      in.zone,
+	}
+	la.local.UriParams, la.remote.UriParams = nil, nil
+	if ct := req.Contact(); ct != nil {
+		la.target = *ct.Address.Clone()
+	} else {
+		la.target = *from.Address.Clone()
+	}
+	// Requests to the caller go back where it sent from: this is what lets
+	// a phone behind NAT (or a browser on a WebSocket) receive them.
+	la.dest = in.src.String()
+	la.cseq.Store(1)
+	caller := core.Leg{Protocol: "sip", Transport: in.rec.Transport, Encrypted: la.secure,
+		Zone: in.zone, Remote: in.src, CallID: la.callID,
+		Party: identity(from.DisplayName, &from.Address)}
+	if in.l != nil {
+		caller.Local = in.l.addr
+	}
+	if in.up != nil {
+		caller.Upstream = in.up.name
+	}
+	sess := core.NewSession("call", identity(from.DisplayName, &from.Address),
+		identity(to.DisplayName, &to.Address), caller, in.start)
+	c := &call{a: a, sess: sess}
+	c.legs[sideA] = la
+	a.sessions.Add(sess)
+	a.metrics.active.Inc()
+	a.dialogs.put(la.callID, la.localTag, dialogRef{call: c, side: sideA})
+	in.rec.Session = sess.ID
+	return c
+}
+
+// legB builds the callee's leg toward an upstream or a registered user.
+func (c *call) legB(in *inbound, t target, up *upstream) *leg {
+	a := c.a
+	from := in.req.From()
+	lb := &leg{
+		callID:    newCallID(),
+		localTag:  sip.GenerateTagN(16),
+		localName: from.DisplayName,
+		remote:    t.to,
+		target:    t.ruri,
+	}
+	lb.cseq.Store(uint32(time.Now().UnixNano()>>10) & 0xffff)
+	switch {
+	case t.binding != nil:
+		b := t.binding
+		lb.transport, lb.dest, lb.l, lb.src, lb.zone = b.transport, b.src.String(), b.l, b.src, b.l.zone
+	default:
+		lb.transport = up.transport
+		lb.dest = up.addr
+		lb.l = a.listenerFor(up.transport, up.ip)
+		lb.src = netip.MustParseAddrPort(up.addr)
+		lb.zone = up.zone
+	}
+	if lb.l == nil {
+		lb.l = in.l
+	}
+	lb.secure = lb.transport == "TLS" || lb.transport == "WSS"
+	lb.local = sip.Uri{Scheme: "sip", User: from.Address.User, Host: lb.l.host}
+	return lb
+}
+
+// outcome is how one INVITE attempt on leg B ended.
+type outcome struct {
+	answered  bool
+	responded bool          // the caller already has its final response
+	res       *sip.Response // a final non-2xx response to relay to the caller
+	status    int
+	reason    string // the CDR's end reason when not answered
+	by        string // who ended it
+	retry     bool   // the next upstream may be tried
+}
+
+// setup sends the INVITE to each candidate in turn until one answers,
+// relays what comes back to the caller, and returns when the caller has a
+// final response. An answered call lives on in the dialog table.
+func (c *call) setup(in *inbound, t target) {
+	a := c.a
+	canceled := make(chan struct{})
+	var once sync.Once
+	in.tx.OnCancel(func(*sip.Request) { once.Do(func() { close(canceled) }) })
+
+	candidates := t.upstreams
+	if t.binding != nil {
+		candidates = []*upstream{nil}
+	}
+	var o outcome
+	for i, up := range candidates {
+		if i > 0 {
+			a.dialogs.del(c.legs[sideB].callID, c.legs[sideB].localTag)
+			t.ruri.Host, t.ruri.Port = splitHostPort(up.addr)
+			if up.cfg.Domain != "" {
+				t.ruri.Host, t.ruri.Port = up.domain, 0
+			}
+			t.to.Host = up.domain
+		}
+		lb := c.legB(in, t, up)
+		c.mu.Lock()
+		c.legs[sideB] = lb
+		c.mu.Unlock()
+		a.dialogs.put(lb.callID, lb.localTag, dialogRef{call: c, side: sideB})
+		c.sess.SetCallee(core.Leg{Protocol: "sip", Transport: strings.ToLower(lb.transport),
+			Encrypted: lb.secure, Zone: lb.zone, Remote: lb.src, Local: lb.l.addr,
+			CallID: lb.callID, Party: identity("", &t.to), Upstream: upName(up)})
+		in.rec.PeerCall = lb.callID
+		o = c.attempt(in, lb, canceled)
+		if !o.retry || i == len(candidates)-1 {
+			break
+		}
+	}
+	if !o.responded {
+		if o.res != nil {
+			c.relayFinal(in, o.res)
+		} else {
+			c.respondA(in, o.status, "")
+		}
+	}
+	if !o.answered {
+		c.end(o.status, o.reason, o.by)
+	}
+}
+
+func upName(up *upstream) string {
+	if up == nil {
+		return ""
+	}
+	return up.name
+}
+
+// attempt sends the INVITE on leg B and relays provisional responses
+// until a final one, a CANCEL from the caller, or a timeout.
+func (c *call) attempt(in *inbound, lb *leg, canceled <-chan struct{}) outcome {
+	a := c.a
+	reqA := in.req
+	reqB := lb.request(sip.INVITE, 0)
+	if mf := reqA.MaxForwards(); mf != nil {
+		v := sip.MaxForwardsHeader(min(mf.Val()-1, 70))
+		reqB.ReplaceHeader(&v)
+	}
+	copySafe(reqA, reqB, safeRequestHeaders)
+	reqB.AppendHeader(sip.NewHeader("User-Agent", a.cfg.UserAgent))
+	setBody(reqA, reqB, lb.l.host)
+	c.mu.Lock()
+	c.inviteB = reqB
+	c.ackWaitB = len(reqB.Body()) == 0
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(a.ctx)
+	defer cancel()
+	txB, err := a.cli.TransactionRequest(ctx, reqB, noBuild)
+	if err != nil {
+		a.log.Debug("invite not sent", "session", c.sess.ID, "error", err)
+		return outcome{status: 503, reason: "unreachable", by: core.RoleGateway, retry: true}
+	}
+	defer txB.Terminate()
+	ring := time.NewTimer(a.cfg.RingTimeout)
+	defer ring.Stop()
+	provisional := false
+	for {
+		select {
+		case res := <-txB.Responses():
+			switch {
+			case res.StatusCode < 200:
+				provisional = true
+				if res.StatusCode > 100 {
+					c.learnB(res, false)
+					c.relayProvisional(in, res)
+				}
+			case res.StatusCode < 300:
+				c.learnB(res, true)
+				c.answer(in, res, txB)
+				return outcome{answered: true, responded: true, status: res.StatusCode}
+			default:
+				return outcome{res: res, status: res.StatusCode, reason: "rejected", by: core.RoleCallee,
+					retry: res.StatusCode == 503 || res.StatusCode == 408}
+			}
+		case <-canceled:
+			c.cancelB(reqB, txB, provisional)
+			return outcome{responded: true, status: 487, reason: "canceled", by: core.RoleCaller}
+		case <-ring.C:
+			c.cancelB(reqB, txB, provisional)
+			return outcome{status: 408, reason: "no_answer", by: core.RoleGateway}
+		case <-txB.Done():
+			st := 408
+			if errors.Is(txB.Err(), sip.ErrTransactionTransport) {
+				st = 503
+			}
+			return outcome{status: st, reason: "unreachable", by: core.RoleGateway, retry: true}
+		case <-a.ctx.Done():
+			return outcome{status: 503, reason: "shutdown", by: core.RoleGateway}
+		}
+	}
+}
+
+// learnB records what a response on leg B says about its dialog: the
+// callee's tag, and for a 2xx its target and route set.
+func (c *call) learnB(res *sip.Response, final bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lb := c.legs[sideB]
+	if to := res.To(); to != nil {
+		if tag, ok := to.Params.Get("tag"); ok {
+			lb.remoteTag = tag
+		}
+	}
+	if ct := res.Contact(); ct != nil && (final || res.StatusCode > 100) {
+		lb.target = *ct.Address.Clone()
+	}
+	if final || res.StatusCode > 100 {
+		lb.routes = routeSet(res, true)
+	}
+}
+
+// responseA builds a response to the caller's INVITE that carries the
+// gateway's tag and Contact and the safe parts of the callee's response.
+func (c *call) responseA(in *inbound, from *sip.Response) *sip.Response {
+	la := c.legs[sideA]
+	res := sip.NewResponseFromRequest(in.req, from.StatusCode, from.Reason, nil)
+	if to := res.To(); to != nil {
+		to.Params.Add("tag", la.localTag)
+	}
+	if from.StatusCode < 300 {
+		res.AppendHeader(la.contact())
+	}
+	copySafe(from, res, safeResponseHeaders)
+	setBody(from, res, la.l.host)
+	return res
+}
+
+func (c *call) relayProvisional(in *inbound, res *sip.Response) {
+	c.sess.Early()
+	r := c.responseA(in, res)
+	c.a.decorate(r)
+	if err := in.tx.Respond(r); err != nil {
+		c.a.log.Debug("provisional not relayed", "session", c.sess.ID, "error", err)
+	}
+}
+
+func (c *call) relayFinal(in *inbound, res *sip.Response) {
+	r := c.responseA(in, res)
+	c.a.respond(in, r)
+}
+
+// respondA answers the caller with a status of the gateway's own.
+func (c *call) respondA(in *inbound, status int, phrase string) {
+	if phrase == "" {
+		phrase = phraseOf(status)
+	}
+	res := sip.NewResponseFromRequest(in.req, status, phrase, nil)
+	if to := res.To(); to != nil {
+		to.Params.Add("tag", c.legs[sideA].localTag)
+	}
+	c.a.respond(in, res)
+}
+
+func phraseOf(status int) string {
+	switch status {
+	case 408:
+		return "Request Timeout"
+	case 480:
+		return "Temporarily Unavailable"
+	case 487:
+		return "Request Terminated"
+	case 500:
+		return "Server Internal Error"
+	case 503:
+		return "Service Unavailable"
+	}
+	return "Error"
+}
+
+// setBody copies a body from one leg's message to the other's, hiding the
+// SDP origin behind the gateway's address.
+func setBody(from message, to sip.Message, host string) {
+	body := from.Body()
+	if len(body) == 0 {
+		to.SetBody(nil)
+		return
+	}
+	if ct := from.ContentType(); ct != nil {
+		to.AppendHeader(sip.HeaderClone(ct))
+	}
+	if isSDP(from) {
+		body = hideSDP(body, host)
+	}
+	to.SetBody(body)
+}
+
+// answer relays the callee's 2xx to the caller, acknowledges it on leg B
+// (at once, or with the caller's ACK when the ACK carries the answer) and
+// retransmits the 2xx until the caller's ACK arrives.
+func (c *call) answer(in *inbound, res *sip.Response, txB sip.ClientTransaction) {
+	a := c.a
+	now := time.Now()
+	c.sess.Answer(now)
+	c.mu.Lock()
+	c.answered = true
+	wait := c.ackWaitB
+	c.mu.Unlock()
+	if !wait {
+		c.sendAckB(nil)
+	}
+	txB.OnRetransmission(func(*sip.Response) { c.resendAckB() })
+	r := c.responseA(in, res)
+	c.a.respond(in, r)
+	c.retransmit2xx(r, in.req.CSeq().SeqNo)
+	if d := a.cfg.MaxCallDuration; d > 0 {
+		c.mu.Lock()
+		c.maxTimer = time.AfterFunc(d, func() { c.terminate(core.RoleGateway, "max_duration") })
+		c.mu.Unlock()
+	}
+}
+
+// sendAckB acknowledges the 2xx of the last INVITE on leg B.
+func (c *call) sendAckB(body *sip.Request) {
+	c.mu.Lock()
+	lb := c.legs[sideB]
+	seq := c.inviteB.CSeq().SeqNo
+	ack := lb.request(sip.ACK, seq)
+	if body != nil {
+		setBody(body, ack, lb.l.host)
+	}
+	c.ackB = ack
+	c.ackWaitB = false
+	c.mu.Unlock()
+	if err := c.a.cli.WriteRequest(ack, noBuild); err != nil {
+		c.a.log.Debug("ack not sent", "session", c.sess.ID, "error", err)
+	}
+}
+
+// resendAckB answers a retransmitted 2xx on leg B with the same ACK.
+func (c *call) resendAckB() {
+	c.mu.Lock()
+	ack := c.ackB
+	c.mu.Unlock()
+	if ack != nil {
+		_ = c.a.cli.WriteRequest(ack, noBuild)
+	}
+}
+
+// retransmit2xx resends a 2xx to the caller over UDP until its ACK
+// arrives (RFC 3261 13.3.1.4): T1 doubling up to T2, for 64*T1. A caller
+// that never ACKs gets its call ended.
+func (c *call) retransmit2xx(res *sip.Response, seq uint32) {
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.pendingAck = done
+	c.ackSeqA = seq
+	udp := c.legs[sideA].transport == "UDP"
+	c.mu.Unlock()
+	c.a.calls.Add(1)
+	go func() {
+		defer c.a.calls.Done()
+		interval := sip.T1
+		deadline := time.NewTimer(64 * sip.T1)
+		defer deadline.Stop()
+		tick := time.NewTimer(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-c.a.ctx.Done():
+				return
+			case <-deadline.C:
+				c.a.log.Debug("no ACK for 2xx", "session", c.sess.ID)
+				c.terminate(core.RoleGateway, "no_ack")
+				return
+			case <-tick.C:
+				if udp {
+					_ = c.a.ua.TransportLayer().WriteMsg(res)
+				}
+				interval = min(interval*2, sip.T2)
+				tick.Reset(interval)
+			}
+		}
+	}()
+}
+
+// ackFromA handles the caller's ACK for a 2xx.
+func (c *call) ackFromA(req *sip.Request) {
+	c.mu.Lock()
+	if c.pendingAck != nil && req.CSeq().SeqNo == c.ackSeqA {
+		close(c.pendingAck)
+		c.pendingAck = nil
+	}
+	wait := c.ackWaitB
+	c.mu.Unlock()
+	if wait {
+		c.sendAckB(req)
+	}
+}
+
+// cancelB cancels the INVITE on leg B and waits (bounded) for its final
+// response; a 2xx that crossed the CANCEL is acknowledged and hung up.
+func (c *call) cancelB(reqB *sip.Request, txB sip.ClientTransaction, provisional bool) {
+	a := c.a
+	if !provisional {
+		// RFC 3261 9.1: no CANCEL before a provisional response. Wait
+		// briefly for one; if none comes the INVITE transaction times out.
+		select {
+		case res := <-txB.Responses():
+			if res.StatusCode >= 200 {
+				c.afterCancel(res)
+				return
+			}
+		case <-txB.Done():
+			return
+		case <-time.After(4 * time.Second):
+			return
+		}
+	}
+	cancel := sip.NewRequest(sip.CANCEL, reqB.Recipient)
+	cancel.AppendHeader(sip.HeaderClone(reqB.Via()))
+	for _, h := range reqB.GetHeaders("Route") {
+		cancel.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	cancel.AppendHeader(&mf)
+	cancel.AppendHeader(sip.HeaderClone(reqB.From()))
+	cancel.AppendHeader(sip.HeaderClone(reqB.To()))
+	cancel.AppendHeader(sip.HeaderClone(reqB.CallID()))
+	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: reqB.CSeq().SeqNo, MethodName: sip.CANCEL})
+	cancel.SetBody(nil)
+	cancel.SetTransport(reqB.Transport())
+	cancel.SetDestination(reqB.Destination())
+	cancel.Laddr = reqB.Laddr
+	ctx, done := context.WithTimeout(a.ctx, 32*time.Second)
+	defer done()
+	if ctxTx, err := a.cli.TransactionRequest(ctx, cancel, noBuild); err == nil {
+		defer ctxTx.Terminate()
+	}
+	for {
+		select {
+		case res := <-txB.Responses():
+			if res.StatusCode >= 200 {
+				c.afterCancel(res)
+				return
+			}
+		case <-txB.Done():
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// afterCancel deals with a final response to a canceled INVITE: a 2xx
+// that crossed the CANCEL gets its ACK and a BYE.
+func (c *call) afterCancel(res *sip.Response) {
+	if res.StatusCode >= 300 {
+		return
+	}
+	c.learnB(res, true)
+	c.sendAckB(nil)
+	c.bye(sideB)
+}

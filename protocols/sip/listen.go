@@ -1,0 +1,173 @@
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/ucgate/ucgate/core"
+)
+
+// listener is one bound SIP socket and what the adapter knows about it.
+type listener struct {
+	cfg       Listener
+	zone      string
+	transport string // lower case: udp, tcp, tls, ws, wss
+	addr      netip.AddrPort
+	host      string // advertised host for Via, Contact, SDP origin
+	port      int
+	encrypted bool
+
+	pc net.PacketConn
+	ln net.Listener
+}
+
+func (l *listener) network() string {
+	if l.addr.Addr().Is4() {
+		return "ip4"
+	}
+	return "ip6"
+}
+
+// open binds the listener's socket, wrapped so that the network stages see
+// every datagram and every new connection before sipgo parses anything.
+func (a *Adapter) open(ctx context.Context, cfg Listener) (*listener, error) {
+	l := &listener{cfg: cfg, zone: cfg.Zone, transport: cfg.Transport,
+		encrypted: cfg.Transport == "tls" || cfg.Transport == "wss"}
+	var lc net.ListenConfig
+	switch cfg.Transport {
+	case "udp":
+		pc, err := lc.ListenPacket(ctx, "udp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("listen udp %s: %w", cfg.Listen, err)
+		}
+		if u, ok := pc.(*net.UDPConn); ok {
+			_ = u.SetReadBuffer(4 << 20)
+			_ = u.SetWriteBuffer(4 << 20)
+		}
+		l.pc = &guardedPacketConn{PacketConn: pc, a: a, l: l}
+		l.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	default:
+		ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s %s: %w", cfg.Transport, cfg.Listen, err)
+		}
+		l.addr = ln.Addr().(*net.TCPAddr).AddrPort()
+		var inner net.Listener = &guardedListener{Listener: ln, a: a, l: l}
+		if l.encrypted {
+			inner = tls.NewListener(inner, a.tlsConf)
+		}
+		l.ln = inner
+	}
+	l.addr = netip.AddrPortFrom(l.addr.Addr().Unmap(), l.addr.Port())
+	l.host, l.port = l.addr.Addr().String(), int(l.addr.Port())
+	if cfg.Advertise != "" {
+		h, p, _ := net.SplitHostPort(cfg.Advertise)
+		l.host = h
+		l.port, _ = strconv.Atoi(p)
+	}
+	return l, nil
+}
+
+// serve hands the socket to sipgo. It returns when the socket is closed.
+func (a *Adapter) serve(l *listener) error {
+	var err error
+	switch l.transport {
+	case "udp":
+		err = a.srv.ServeUDP(l.pc)
+	case "tcp":
+		err = a.srv.ServeTCP(l.ln)
+	case "tls":
+		err = a.srv.ServeTLS(l.ln)
+	case "ws":
+		err = a.srv.ServeWS(l.ln)
+	case "wss":
+		err = a.srv.ServeWSS(l.ln)
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func (l *listener) close() error {
+	if l.pc != nil {
+		return l.pc.Close()
+	}
+	if l.ln != nil {
+		return l.ln.Close()
+	}
+	return nil
+}
+
+// guardedPacketConn runs the network stages on every datagram before sipgo
+// reads it. A refused datagram is consumed here and never parsed.
+type guardedPacketConn struct {
+	net.PacketConn
+	a *Adapter
+	l *listener
+}
+
+func (g *guardedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := g.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		p := g.a.pipeline.Load()
+		if !p.HasPacketStages() {
+			return n, addr, nil
+		}
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok {
+			return n, addr, nil
+		}
+		m := core.PacketMeta{Src: ua.AddrPort(), Local: g.l.addr, Transport: "udp", Zone: g.l.zone, Data: b[:n]}
+		if d := p.RunPacket(&m); d.Action != core.Allow {
+			g.a.packetRefused(&m, d)
+			continue
+		}
+		return n, addr, nil
+	}
+}
+
+// guardedListener runs the network stages on every new connection and
+// bounds the time a connection may take to send its first bytes.
+type guardedListener struct {
+	net.Listener
+	a *Adapter
+	l *listener
+}
+
+func (g *guardedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		p := g.a.pipeline.Load()
+		if p.HasPacketStages() {
+			ta, _ := c.RemoteAddr().(*net.TCPAddr)
+			var src netip.AddrPort
+			if ta != nil {
+				src = ta.AddrPort()
+			}
+			m := core.PacketMeta{Src: src, Local: g.l.addr, Transport: g.l.transport, Zone: g.l.zone, Conn: true}
+			if d := p.RunPacket(&m); d.Action != core.Allow {
+				g.a.packetRefused(&m, d)
+				c.Close()
+				continue
+			}
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetKeepAlive(true)
+			_ = tc.SetKeepAlivePeriod(30 * time.Second)
+		}
+		return c, nil
+	}
+}
