@@ -1,0 +1,113 @@
+package journal
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/ucgate/ucgate/core"
+)
+
+// Record types, in the "type" field of a JSON line.
+const (
+	TypeTransaction = "transaction"
+	TypeCDR         = "cdr"
+)
+
+// txLine and cdrLine are the JSON forms of the records: the record's own
+// fields after a "type" field.
+type txLine struct {
+	Type string `json:"type"`
+	*core.Transaction
+}
+
+type cdrLine struct {
+	Type string `json:"type"`
+	*core.CDR
+}
+
+func encodeTx(t *core.Transaction) ([]byte, error) {
+	return json.Marshal(txLine{Type: TypeTransaction, Transaction: t})
+}
+
+func encodeCDR(c *core.CDR) ([]byte, error) {
+	return json.Marshal(cdrLine{Type: TypeCDR, CDR: c})
+}
+
+// jsonlSink appends one JSON object per line to a file. Transaction batches
+// are flushed to the file; CDR batches are also synced to the disk.
+type jsonlSink struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+	w    *bufio.Writer
+	// torn is set after a failed write, which may have left half a line in
+	// the file: the next write starts on a new line.
+	torn bool
+}
+
+func openJSONL(path string) (*jsonlSink, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	return &jsonlSink{path: path, f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
+}
+
+func (s *jsonlSink) name() string { return "jsonl" }
+
+func (s *jsonlSink) transactions(batch []*core.Transaction) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.write(len(batch), func(i int) ([]byte, error) { return encodeTx(batch[i]) }, false)
+}
+
+func (s *jsonlSink) cdrs(batch []*core.CDR) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.write(len(batch), func(i int) ([]byte, error) { return encodeCDR(batch[i]) }, true)
+}
+
+// write appends n lines and flushes them, syncing the file if asked. After
+// a failure the buffer is dropped, so that the next batch can succeed once
+// the disk has room again.
+func (s *jsonlSink) write(n int, encode func(int) ([]byte, error), sync bool) (err error) {
+	defer func() {
+		if err != nil {
+			s.w.Reset(s.f)
+			s.torn = true
+		}
+	}()
+	if s.torn {
+		s.w.WriteByte('\n')
+	}
+	for i := range n {
+		b, err := encode(i)
+		if err != nil {
+			return err
+		}
+		s.w.Write(b)
+		s.w.WriteByte('\n') // a bufio.Writer keeps its first error for Flush
+	}
+	if err := s.w.Flush(); err != nil {
+		return err
+	}
+	s.torn = false
+	if sync {
+		return s.f.Sync()
+	}
+	return nil
+}
+
+func (s *jsonlSink) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(s.w.Flush(), s.f.Sync(), s.f.Close())
+}
