@@ -37,7 +37,6 @@ func newPeer(t *testing.T) *peer {
 	return p
 }
 
-
 func startAdapter(t *testing.T, upstream string) (*Adapter, string) {
 	t.Helper()
 	cfg := Defaults()

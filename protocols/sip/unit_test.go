@@ -143,10 +143,10 @@ func TestSalvage(t *testing.T) {
 		t.Fatalf("salvage = %v %q", res, method)
 	}
 	for _, bad := range []string{
-		"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=1\r\n\r\n",                   // a response
-		"ACK sip:x SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=1\r\n\r\n",                 // an ACK
-		"INVITE sip:x SIP/2.0\r\nFrom: <sip:a@b>;tag=1\r\n\r\n",                    // no Via
-		"GARBAGE\r\n\r\n",                                                          // no start line
+		"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=1\r\n\r\n",    // a response
+		"ACK sip:x SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=1\r\n\r\n", // an ACK
+		"INVITE sip:x SIP/2.0\r\nFrom: <sip:a@b>;tag=1\r\n\r\n",    // no Via
+		"GARBAGE\r\n\r\n", // no start line
 		"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\nFrom: x\r\nTo: y\r\nCall-ID: z\r\nCSeq: 1 INVITE\r\n\r\n", // unreadable Via
 	} {
 		if res, _ := salvage([]byte(bad)); res != nil {
