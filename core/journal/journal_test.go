@@ -198,8 +198,11 @@ func TestQueryMissingDatabase(t *testing.T) {
 // TestQueryWhileWriting reads while the gateway holds the database open in
 // WAL mode, as `ucgate cdr` does on a running gateway.
 func TestQueryWhileWriting(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data dir ?#%20") // characters a URI must escape
 	j := open(t, testConfig(), dir)
+	if fi, err := os.Stat(dbPath(dir)); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("database file: %v, %v; want mode 0640", fi.Mode(), err)
+	}
 	for i := range 3 {
 		if err := j.CDR(context.Background(), sampleCDR(i)); err != nil {
 			t.Fatal(err)

@@ -118,6 +118,14 @@ func openSQLite(path, synchronous string) (s *sqliteSink, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
+	// The records name people and addresses: create the file (and so its
+	// -wal and -shm, which SQLite gives the same mode) readable by the
+	// group at most.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	f.Close()
 	d, err := dsn(path, "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous("+synchronous+")&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)

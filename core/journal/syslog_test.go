@@ -50,7 +50,10 @@ func parseSyslog(s string) (message, error) {
 	if !strings.HasPrefix(rest, "[") {
 		return m, fmt.Errorf("no SD: %q", rest)
 	}
-	sp := strings.IndexByte(rest, ' ')
+	sp := strings.IndexAny(rest, " ]")
+	if sp < 0 {
+		return m, fmt.Errorf("SD-ID not ended: %q", rest)
+	}
 	m.sdID, rest = rest[1:sp], rest[sp:]
 	m.params = map[string]string{}
 	for rest[0] == ' ' {
@@ -328,4 +331,24 @@ func TestParamEscaping(t *testing.T) {
 			t.Errorf("param(%q) = %s, want %s", tt.in, got, tt.want)
 		}
 	}
+}
+
+// FuzzParam: whatever the value, the SD element parses back strictly to
+// it (made valid UTF-8) and never ends early.
+func FuzzParam(f *testing.F) {
+	for _, s := range []string{"", hostile, `\]`, `"]"`, "\xff\xfe]", `a\`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		b := []byte("<134>1 - h app 1 TX [ucgate@32473")
+		b = param(b, "v", v)
+		b = append(b, "] {}"...)
+		m, err := parseSyslog(string(b))
+		if err != nil {
+			t.Fatalf("%q: %v", b, err)
+		}
+		if want := strings.ToValidUTF8(v, "\uFFFD"); m.params["v"] != want || m.msg != "{}" {
+			t.Fatalf("param %q parsed as %q, msg %q", want, m.params["v"], m.msg)
+		}
+	})
 }
