@@ -43,9 +43,9 @@ type Source struct {
 
 // Identity is a party as the protocol names it.
 type Identity struct {
-	Display string
-	User    string
-	Domain  string
+	Display string `json:"display,omitempty"`
+	User    string `json:"user,omitempty"`
+	Domain  string `json:"domain,omitempty"`
 }
 
 // String renders the identity as user@domain (or domain alone).

@@ -48,18 +48,18 @@ const (
 
 // Leg is one side of a session, owned by one adapter.
 type Leg struct {
-	Role      string // RoleCaller or RoleCallee
-	Protocol  string // "sip", ...
-	Transport string
-	Encrypted bool // signalling encrypted (TLS, WSS)
+	Role      string `json:"role"` // RoleCaller or RoleCallee
+	Protocol  string `json:"protocol"`
+	Transport string `json:"transport"`
+	Encrypted bool   `json:"encrypted"` // signalling encrypted (TLS, WSS)
 	// MediaEncrypted says the leg's media is protected (SRTP, DTLS-SRTP).
-	MediaEncrypted bool
-	Zone           string
-	Remote         netip.AddrPort
-	Local          netip.AddrPort
-	CallID         string // the protocol's own id for this leg (SIP Call-ID)
-	Party          Identity
-	Upstream       string // the configured upstream this leg goes to, if any
+	MediaEncrypted bool           `json:"media_encrypted"`
+	Zone           string         `json:"zone,omitempty"`
+	Remote         netip.AddrPort `json:"remote"`
+	Local          netip.AddrPort `json:"local"`
+	CallID         string         `json:"call_id"` // the protocol's own id for this leg (SIP Call-ID)
+	Party          Identity       `json:"party"`
+	Upstream       string         `json:"upstream,omitempty"` // the configured upstream this leg goes to, if any
 }
 
 // Session is a call or a chat between legs. The session table is the single

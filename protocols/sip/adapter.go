@@ -40,6 +40,7 @@ type Adapter struct {
 	routes    []route
 	registrar *upstream
 
+	streams  sync.Map // "TCP/ip:port" -> *sip.ParserStream of an accepted connection
 	dialogs  *dialogTable
 	bindings *bindingTable
 

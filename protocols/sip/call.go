@@ -436,8 +436,9 @@ func (c *call) answer(in *inbound, res *sip.Response, txB sip.ClientTransaction)
 	}
 	txB.OnRetransmission(func(*sip.Response) { c.resendAckB() })
 	r := c.responseA(in, res)
+	done := c.expectAck(in.req.CSeq().SeqNo)
 	c.a.respond(in, r)
-	c.retransmit2xx(r, in.req.CSeq().SeqNo)
+	c.retransmit2xx(r, done)
 	if d := a.cfg.MaxCallDuration; d > 0 {
 		c.mu.Lock()
 		c.maxTimer = time.AfterFunc(d, func() { c.terminate(core.RoleGateway, "max_duration") })
@@ -472,14 +473,32 @@ func (c *call) resendAckB() {
 	}
 }
 
+// expectAck arms the wait for the caller's ACK of a 2xx with CSeq seq,
+// before the 2xx is sent (the ACK may come back at once). It returns the
+// channel that closes when the ACK arrives or the call ends, or nil if the
+// call has already ended.
+func (c *call) expectAck(seq uint32) chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return nil
+	}
+	if c.pendingAck != nil {
+		close(c.pendingAck)
+	}
+	c.pendingAck = make(chan struct{})
+	c.ackSeqA = seq
+	return c.pendingAck
+}
+
 // retransmit2xx resends a 2xx to the caller over UDP until its ACK
 // arrives (RFC 3261 13.3.1.4): T1 doubling up to T2, for 64*T1. A caller
 // that never ACKs gets its call ended.
-func (c *call) retransmit2xx(res *sip.Response, seq uint32) {
-	done := make(chan struct{})
+func (c *call) retransmit2xx(res *sip.Response, done chan struct{}) {
+	if done == nil {
+		return
+	}
 	c.mu.Lock()
-	c.pendingAck = done
-	c.ackSeqA = seq
 	udp := c.legs[sideA].transport == "UDP"
 	c.mu.Unlock()
 	c.a.calls.Add(1)

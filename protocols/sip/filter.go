@@ -2,6 +2,7 @@ package sip
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -12,38 +13,97 @@ import (
 	"github.com/ucgate/ucgate/core"
 )
 
-// readFilter sees every datagram before sipgo parses it. A datagram that
-// does not parse is journaled here, answered with 400 if its headers allow
-// an answer, and dropped; sipgo would only log it.
+// errFraming closes a stream connection whose bytes are not SIP.
+var errFraming = errors.New("sip: stream framing error")
+
+// readFilter sees every datagram, WebSocket message and stream read before
+// sipgo parses it. What does not parse is journaled here (sipgo would only
+// log it): a datagram is answered with 400 if its headers allow an answer
+// and dropped; a WebSocket message is dropped; a stream connection, which
+// has lost its framing, is closed.
 func (a *Adapter) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
-	if p.Transport != "UDP" {
+	switch p.Transport {
+	case "UDP", "WS", "WSS":
+		if len(bytes.TrimSpace(data)) == 0 {
+			return data, nil // keep-alive
+		}
+		msg, err := a.parser.ParseSIP(data)
+		if err == nil {
+			a.keyless(p, msg)
+			return data, nil
+		}
+		a.malformed(p, data)
+		return nil, nil
+	}
+	v, ok := a.streams.Load(streamKey(p.Transport, p.RemoteAddr))
+	if !ok {
+		return data, nil // a connection the gateway opened
+	}
+	par := v.(*sip.ParserStream)
+	err := par.ParseSIPStream(data, func(m sip.Message) { a.keyless(p, m) })
+	if err == nil || errors.Is(err, sip.ErrParseSipPartial) {
 		return data, nil
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return data, nil // keep-alive
-	}
-	if _, err := a.parser.ParseSIP(data); err == nil {
-		return data, nil
-	}
+	a.streams.Delete(streamKey(p.Transport, p.RemoteAddr))
 	a.malformed(p, data)
-	return nil, nil
+	return nil, errFraming
+}
+
+func streamKey(transport string, remote net.Addr) string {
+	return transport + "/" + remote.String()
+}
+
+// keyless journals a request that parsed but lacks the Via or CSeq that
+// a transaction needs: sipgo answers it with 400 and never hands it to the
+// adapter.
+func (a *Adapter) keyless(p sip.TransportReadProps, m sip.Message) {
+	req, ok := m.(*sip.Request)
+	if !ok || req.Via() != nil && req.CSeq() != nil {
+		return
+	}
+	detail := "Missing Via"
+	if req.Via() != nil {
+		detail = "Missing CSeq"
+	}
+	rec := a.filterRecord(p)
+	rec.Method, rec.Status, rec.Action = string(req.Method), 400, core.Refuse.String()
+	rec.Rule, rec.Detail = "sip/malformed", detail
+	if h := req.CallID(); h != nil {
+		rec.CallID = h.Value()
+	}
+	a.metrics.transaction(rec.Method, 400)
+	a.metrics.refusals.WithLabelValues("sip", rec.Rule).Inc()
+	a.journal.Transaction(&rec)
+}
+
+// filterRecord starts the journal record of something the read filter
+// decided.
+func (a *Adapter) filterRecord(p sip.TransportReadProps) core.Transaction {
+	transport := strings.ToLower(p.Transport)
+	src, _ := netip.ParseAddrPort(p.RemoteAddr.String())
+	rec := core.Transaction{
+		Time: time.Now(), Protocol: "sip", Src: src.String(), Dst: p.LocalAddr.String(),
+		Transport: transport, Encrypted: transport == "tls" || transport == "wss",
+		Reason: core.ReasonMalformed.String(),
+	}
+	if l := a.byLocal[transport+"/"+p.LocalAddr.String()]; l != nil {
+		rec.Zone = l.zone
+	}
+	return rec
 }
 
 // malformed journals an unparsable datagram and answers it with 400 when
 // its Via, From, To, Call-ID and CSeq can be read and it is a request.
 func (a *Adapter) malformed(p sip.TransportReadProps, data []byte) {
-	a.metrics.malformed.WithLabelValues("udp").Inc()
-	src, _ := netip.ParseAddrPort(p.RemoteAddr.String())
-	rec := core.Transaction{
-		Time: time.Now(), Protocol: "sip", Src: src.String(), Dst: p.LocalAddr.String(),
-		Transport: "udp", Action: core.Drop.String(), Rule: "sip/parse",
-		Reason: core.ReasonMalformed.String(), Detail: "unparsable message",
-	}
-	if l := a.byLocal["udp/"+p.LocalAddr.String()]; l != nil {
-		rec.Zone = l.zone
-	}
+	transport := strings.ToLower(p.Transport)
+	a.metrics.malformed.WithLabelValues(transport).Inc()
+	rec := a.filterRecord(p)
+	rec.Action, rec.Rule, rec.Detail = core.Drop.String(), "sip/parse", "unparsable message"
 	res, method := salvage(data)
 	rec.Method = method
+	if transport != "udp" {
+		res = nil // only a datagram can be answered from here
+	}
 	if res != nil {
 		var buf bytes.Buffer
 		res.StringWrite(&buf)

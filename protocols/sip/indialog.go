@@ -229,8 +229,9 @@ func (c *call) reinviteAnswered(in *inbound, side int, out *sip.Request, res *si
 		r.AppendHeader(c.legs[sideA].contact())
 		copySafe(res, r, safeResponseHeaders)
 		setBody(res, r, c.legs[sideA].l.host)
+		done := c.expectAck(in.req.CSeq().SeqNo)
 		c.a.respond(in, r)
-		c.retransmit2xx(r, in.req.CSeq().SeqNo)
+		c.retransmit2xx(r, done)
 		return
 	}
 	// A re-INVITE from the callee: ACK the caller's 2xx at once (the

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ucgate/ucgate/core"
@@ -168,6 +170,26 @@ func (g *guardedListener) Accept() (net.Conn, error) {
 			_ = tc.SetKeepAlive(true)
 			_ = tc.SetKeepAlivePeriod(30 * time.Second)
 		}
+		if g.l.transport == "tcp" || g.l.transport == "tls" {
+			// Streams get a parser of their own in the read filter, so that
+			// a framing error is journaled before sipgo drops the connection.
+			key := streamKey(strings.ToUpper(g.l.transport), c.RemoteAddr())
+			g.a.streams.Store(key, g.a.parser.NewSIPStream())
+			return &trackedConn{Conn: c, a: g.a, key: key}, nil
+		}
 		return c, nil
 	}
+}
+
+// trackedConn forgets its stream parser when it closes.
+type trackedConn struct {
+	net.Conn
+	a    *Adapter
+	key  string
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.a.streams.Delete(c.key) })
+	return c.Conn.Close()
 }
