@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -72,19 +73,23 @@ type gateway struct {
 	pipe    *core.Pipeline
 }
 
-func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (gw *gateway, err error) {
-	gw = &gateway{cfg: cfg, log: log}
-	defer func() {
-		if err != nil {
-			gw.Close()
-			gw = nil
-		}
-	}()
+func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (*gateway, error) {
+	gw := &gateway{cfg: cfg, log: log}
+	if err := gw.start(ctx); err != nil {
+		gw.Close()
+		return nil, err
+	}
+	log.Info("ucgate running", "sip", gw.sip.Listeners(), "admin", cfg.Admin.Listen, "data_dir", cfg.DataDir)
+	return gw, nil
+}
+
+func (gw *gateway) start(ctx context.Context) (err error) {
+	cfg, log := gw.cfg, gw.log
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+		return fmt.Errorf("create data dir: %w", err)
 	}
 	if gw.journal, err = journal.Open(cfg.Journal, cfg.DataDir, log.With("component", "journal")); err != nil {
-		return nil, err
+		return err
 	}
 	gw.reg = prometheus.NewRegistry()
 	gw.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -93,7 +98,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (gw *gatewa
 	var tlsConf *tls.Config
 	if needsTLS(cfg.SIP) {
 		if tlsConf, err = serverTLS(cfg.SIP.TLS.Cert, cfg.SIP.TLS.Key, cfg.DataDir); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	builtin := map[string]string{}
@@ -101,29 +106,28 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (gw *gatewa
 		if u.Builtin == "echo" && builtin["echo"] == "" {
 			e, err := echo.Start(ctx, "127.0.0.1:0", log.With("component", "echo"))
 			if err != nil {
-				return nil, err
+				return err
 			}
 			gw.echo = append(gw.echo, e)
 			builtin["echo"] = e.Addr()
 		}
 	}
 	if gw.pipe, err = buildPipeline(cfg, deps); err != nil {
-		return nil, err
+		return err
 	}
 	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin}); err != nil {
-		return nil, err
+		return err
 	}
 	gw.sip.SetPipeline(gw.pipe)
 	if err := gw.sip.Start(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.Admin.Listen != "" {
 		if err := gw.startAdmin(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	log.Info("ucgate running", "sip", gw.sip.Listeners(), "admin", cfg.Admin.Listen, "data_dir", cfg.DataDir)
-	return gw, nil
+	return nil
 }
 
 func needsTLS(c sip.Config) bool {
@@ -197,6 +201,11 @@ func (gw *gateway) startAdmin() error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"status": "ok", "sip": gw.sip.Listeners()})
 	})
+	// Profiles, for whoever can reach the admin listener (keep it on
+	// loopback or a management network).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	ln, err := net.Listen("tcp", gw.cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("admin listen: %w", err)

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestReadmeConfigsAreValid checks every ```yaml ucgate block in the
+// README and in policies/*/README.md with the same code as `ucgate check`.
+func TestReadmeConfigsAreValid(t *testing.T) {
+	files, _ := filepath.Glob("../../policies/*/README.md")
+	files = append(files, "../../README.md")
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, block := range yamlBlocks(string(b)) {
+			n++
+			if _, err := parseConfig([]byte(block), f); err != nil {
+				t.Errorf("%s, yaml block %d:\n%v", f, i+1, err)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no ```yaml ucgate blocks found")
+	}
+}
+
+func yamlBlocks(md string) []string {
+	var out []string
+	var cur *strings.Builder
+	for _, line := range strings.Split(md, "\n") {
+		switch {
+		case cur == nil && strings.TrimSpace(line) == "```yaml ucgate":
+			cur = &strings.Builder{}
+		case cur != nil && strings.TrimSpace(line) == "```":
+			out = append(out, cur.String())
+			cur = nil
+		case cur != nil:
+			cur.WriteString(line + "\n")
+		}
+	}
+	return out
+}
