@@ -20,10 +20,13 @@ type call struct {
 
 	mu   sync.Mutex
 	legs [2]*leg
-	// inviteB is the last INVITE sent on leg B (initial or re-INVITE) and
-	// ackB the ACK that answered its 2xx, kept to answer retransmissions.
-	inviteB *sip.Request
-	ackB    *sip.Request
+	// inviteSeqB is the CSeq of the last INVITE sent on leg B (initial or
+	// re-INVITE); ackBodyB the body of the ACK that answered its 2xx (late
+	// offer), kept to answer retransmissions. A held call keeps no message.
+	inviteSeqB uint32
+	ackedB     bool
+	ackBodyB   []byte
+	ackTypeB   string
 	// pendingAck is set while a 2xx to A waits for A's ACK; closing it stops
 	// the 2xx retransmissions. ackWaitB says leg B's ACK waits for A's ACK
 	// (late offer: the ACK carries the answer).
@@ -51,6 +54,14 @@ func (a *Adapter) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	in := a.inboundOf(req, tx)
 	ev := a.event(in, core.KindSessionOffer)
+	// An INVITE for a call that exists is a retransmission that outlived
+	// its transaction (the gateway ends an INVITE transaction as soon as
+	// the 2xx is out; the 2xx itself is retransmitted until the ACK).
+	if tag, ok := req.From().Params.Get("tag"); ok && req.CallID() != nil {
+		if _, dup := a.dialogs.get(req.CallID().Value(), remoteKey(tag)); dup {
+			return
+		}
+	}
 	if !a.run(in, ev) {
 		return
 	}
@@ -159,6 +170,7 @@ func (a *Adapter) newCall(in *inbound, t target) *call {
 	a.sessions.Add(sess)
 	a.metrics.active.Inc()
 	a.dialogs.put(la.callID, la.localTag, dialogRef{call: c, side: sideA})
+	a.dialogs.put(la.callID, remoteKey(la.remoteTag), dialogRef{call: c, side: sideA})
 	in.rec.Session = sess.ID
 	return c
 }
@@ -254,6 +266,10 @@ func (c *call) setup(in *inbound, t target) {
 	}
 }
 
+// remoteKey is the dialog-table key under which leg A is found by the
+// caller's own tag, to recognise a retransmitted INVITE.
+func remoteKey(tag string) string { return "\x00" + tag }
+
 func upName(up *upstream) string {
 	if up == nil {
 		return ""
@@ -275,7 +291,7 @@ func (c *call) attempt(in *inbound, lb *leg, canceled <-chan struct{}) outcome {
 	reqB.AppendHeader(sip.NewHeader("User-Agent", a.cfg.UserAgent))
 	setBody(reqA, reqB, lb.l.host)
 	c.mu.Lock()
-	c.inviteB = reqB
+	c.inviteSeqB = reqB.CSeq().SeqNo
 	c.ackWaitB = len(reqB.Body()) == 0
 	c.mu.Unlock()
 
@@ -414,10 +430,7 @@ func setBody(from message, to sip.Message, host string) {
 	if ct := from.ContentType(); ct != nil {
 		to.AppendHeader(sip.HeaderClone(ct))
 	}
-	if isSDP(from) {
-		body = hideSDP(body, host)
-	}
-	to.SetBody(body)
+	to.SetBody(hideSDPIf(from, host))
 }
 
 // answer relays the callee's 2xx to the caller, acknowledges it on leg B
@@ -438,6 +451,9 @@ func (c *call) answer(in *inbound, res *sip.Response, txB sip.ClientTransaction)
 	r := c.responseA(in, res)
 	done := c.expectAck(in.req.CSeq().SeqNo)
 	c.a.respond(in, r)
+	// The call now retransmits the 2xx and catches the ACK itself; the
+	// INVITE transaction would only hold the messages for 32 s more.
+	in.tx.Terminate()
 	c.retransmit2xx(r, done)
 	if d := a.cfg.MaxCallDuration; d > 0 {
 		c.mu.Lock()
@@ -446,31 +462,49 @@ func (c *call) answer(in *inbound, res *sip.Response, txB sip.ClientTransaction)
 	}
 }
 
-// sendAckB acknowledges the 2xx of the last INVITE on leg B.
-func (c *call) sendAckB(body *sip.Request) {
+// sendAckB acknowledges the 2xx of the last INVITE on leg B, with the
+// caller's ACK body when the ACK carries the answer (late offer).
+func (c *call) sendAckB(from *sip.Request) {
 	c.mu.Lock()
-	lb := c.legs[sideB]
-	seq := c.inviteB.CSeq().SeqNo
-	ack := lb.request(sip.ACK, seq)
-	if body != nil {
-		setBody(body, ack, lb.l.host)
+	c.ackedB, c.ackWaitB = true, false
+	c.ackBodyB, c.ackTypeB = nil, ""
+	if from != nil && len(from.Body()) > 0 {
+		c.ackBodyB = hideSDPIf(from, c.legs[sideB].l.host)
+		if ct := from.ContentType(); ct != nil {
+			c.ackTypeB = ct.Value()
+		}
 	}
-	c.ackB = ack
-	c.ackWaitB = false
+	c.mu.Unlock()
+	c.resendAckB()
+}
+
+// resendAckB sends (again) the ACK for the last 2xx on leg B; it is built
+// from the dialog, so a held call keeps no message around for it.
+func (c *call) resendAckB() {
+	c.mu.Lock()
+	if !c.ackedB {
+		c.mu.Unlock()
+		return
+	}
+	lb := c.legs[sideB]
+	ack := lb.request(sip.ACK, c.inviteSeqB)
+	if len(c.ackBodyB) > 0 {
+		ack.AppendHeader(sip.NewHeader("Content-Type", c.ackTypeB))
+		ack.SetBody(c.ackBodyB)
+	}
 	c.mu.Unlock()
 	if err := c.a.cli.WriteRequest(ack, noBuild); err != nil {
 		c.a.log.Debug("ack not sent", "session", c.sess.ID, "error", err)
 	}
 }
 
-// resendAckB answers a retransmitted 2xx on leg B with the same ACK.
-func (c *call) resendAckB() {
-	c.mu.Lock()
-	ack := c.ackB
-	c.mu.Unlock()
-	if ack != nil {
-		_ = c.a.cli.WriteRequest(ack, noBuild)
+// hideSDPIf returns a message's body, with the SDP origin hidden if it is
+// a session description.
+func hideSDPIf(m message, host string) []byte {
+	if isSDP(m) {
+		return hideSDP(m.Body(), host)
 	}
+	return m.Body()
 }
 
 // expectAck arms the wait for the caller's ACK of a 2xx with CSeq seq,

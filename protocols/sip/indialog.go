@@ -131,13 +131,14 @@ func (c *call) forward(in *inbound, side int) {
 	if req.Method == sip.PRACK {
 		// RAck names the INVITE's CSeq on the other leg.
 		if h := req.GetHeader("RAck"); h != nil {
-			if f := strings.Fields(h.Value()); len(f) == 3 && c.inviteB != nil {
-				out.AppendHeader(sip.NewHeader("RAck", f[0]+" "+strconv.FormatUint(uint64(c.inviteB.CSeq().SeqNo), 10)+" "+f[2]))
+			if f := strings.Fields(h.Value()); len(f) == 3 && c.inviteSeqB != 0 {
+				out.AppendHeader(sip.NewHeader("RAck", f[0]+" "+strconv.FormatUint(uint64(c.inviteSeqB), 10)+" "+f[2]))
 			}
 		}
 	}
 	if req.Method == sip.INVITE && other == sideB {
-		c.inviteB = out
+		c.inviteSeqB = out.CSeq().SeqNo
+		c.ackedB = false
 	}
 	c.mu.Unlock()
 	copySafe(req, out, safeRequestHeaders)
@@ -271,6 +272,10 @@ func (c *call) byeFrom(in *inbound, side int, out *sip.Request) {
 	}
 	c.end(200, "normal", by)
 	c.a.respond(in, sip.NewResponseFromRequest(in.req, 200, "OK", nil))
+	// A retransmitted BYE finds no dialog and gets 481, which ends the
+	// call for its sender as well; keeping the transaction would hold
+	// the messages for 32 s.
+	in.tx.Terminate()
 }
 
 // send sends a request and waits (bounded) for its final response.
@@ -353,6 +358,9 @@ func (c *call) end(status int, reason, by string) {
 		if lg != nil {
 			a.dialogs.del(lg.callID, lg.localTag)
 		}
+	}
+	if la := legs[sideA]; la != nil {
+		a.dialogs.del(la.callID, remoteKey(la.remoteTag))
 	}
 	cdr := c.sess.End(time.Now(), status, reason, by)
 	a.sessions.Remove(c.sess.ID)
