@@ -16,4 +16,10 @@ type Deps struct {
 	// DataDir is the directory for embedded state, certificates and the
 	// journal.
 	DataDir string
+	// State is what the gateway's nodes share (blacklist, users).
+	State State
+	// Alerts carries security events to the journal and the triggers.
+	Alerts *Alerts
+	// Blocker is the blacklist, for stages that block sources.
+	Blocker Blocker
 }

@@ -20,10 +20,14 @@ const (
 	KindPresence           // presence or a subscription to it
 	KindRegister           // a registration or login
 	KindProbe              // a keep-alive or capability probe (SIP OPTIONS)
+	// KindResponse is a response arriving from a peer, offered to the
+	// stages that judge a message's form (validate). Stages that judge
+	// requests ignore it.
+	KindResponse
 )
 
 var kindNames = [...]string{"other", "session_offer", "session_answer", "session_update",
-	"session_end", "in_dialog", "message", "presence", "register", "probe"}
+	"session_end", "in_dialog", "message", "presence", "register", "probe", "response"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -78,10 +82,64 @@ type Event struct {
 	DialogKnown bool
 	Session     SessionID
 
+	// Route is the upstream a new session or message will go to ("" for a
+	// user registered through the gateway, or when nothing routes it).
+	Route string
+
+	// DialogSameSource says an in-dialog request came from the address the
+	// dialog's peer was established with (meaningful when DialogKnown).
+	DialogSameSource bool
+	// DialogSeqOK says the request's sequence number moves forward and its
+	// tags match the dialog (meaningful when DialogKnown).
+	DialogSeqOK bool
+
+	// Credentials are the credentials the request carries, if any.
+	Credentials *Credentials
+	// Shape describes the message's form, for strict validation.
+	Shape Shape
+
 	// Media is the offered or answered media in neutral form, if any.
 	Media *MediaDesc
 
 	// Orig is the adapter's handle to the original message. Stages must
 	// not use it.
 	Orig any
+}
+
+// Credentials are what a request offers to authenticate: a SIP
+// Authorization or Proxy-Authorization header, parsed (RFC 3261, RFC 7616,
+// RFC 8760), or a SASL exchange's outcome.
+type Credentials struct {
+	Scheme    string // "digest"
+	Proxy     bool   // from Proxy-Authorization
+	Username  string
+	Realm     string
+	Nonce     string
+	URI       string
+	Response  string
+	Algorithm string // "MD5", "SHA-256", "MD5-sess", ... (empty means MD5)
+	QOP       string
+	NC        string // nonce count, 8 hex digits
+	CNonce    string
+	Opaque    string
+	// Method is the request method the response was computed over.
+	Method string
+}
+
+// Shape is what the adapter measured of a message's form. Validation
+// stages compare it with their limits; the adapter itself decides nothing.
+type Shape struct {
+	Size          int // bytes on the wire
+	Headers       int // header fields
+	LongestHeader int // bytes of the longest header field line
+	Hops          int // Via header field values
+	// DeclaredLength is the Content-Length the message states; -1 if none.
+	DeclaredLength int
+	BodyLength     int
+	// MaxForwards is the Max-Forwards value; -1 if absent.
+	MaxForwards int
+	// Problems are the protocol's own rules the message breaks, found by
+	// the adapter (a CSeq naming another method, a malformed URI), each a
+	// short reason phrase such as "CSeq Method Mismatch".
+	Problems []string
 }

@@ -25,6 +25,8 @@ type Pipeline struct {
 	application []Stage
 	content     []Stage
 	all         []Stage
+	binders     []SessionBinder
+	conns       []ConnTracker
 }
 
 type packetStage struct {
@@ -60,6 +62,12 @@ func NewPipeline(order []string, stages ...Stage) (*Pipeline, error) {
 	slices.SortStableFunc(sorted, func(a, b Stage) int { return pos[a.Name()] - pos[b.Name()] })
 	p := &Pipeline{all: sorted}
 	for _, s := range sorted {
+		if b, ok := s.(SessionBinder); ok {
+			p.binders = append(p.binders, b)
+		}
+		if c, ok := s.(ConnTracker); ok {
+			p.conns = append(p.conns, c)
+		}
 		switch s.Layer() {
 		case Network:
 			p.network = append(p.network, s)
@@ -114,6 +122,37 @@ func (p *Pipeline) RunPacket(m *PacketMeta) Decision {
 		}
 	}
 	return Decision{}
+}
+
+// Bind tells every SessionBinder stage that s started; Unbind that it
+// ended. The adapter calls them once per session.
+func (p *Pipeline) Bind(s *Session) {
+	if p == nil {
+		return
+	}
+	for _, b := range p.binders {
+		b.Bind(s)
+	}
+}
+
+// Unbind: see Bind.
+func (p *Pipeline) Unbind(s *Session) {
+	if p == nil {
+		return
+	}
+	for _, b := range p.binders {
+		b.Unbind(s)
+	}
+}
+
+// ConnClosed tells every ConnTracker stage that a connection closed.
+func (p *Pipeline) ConnClosed(m *PacketMeta) {
+	if p == nil {
+		return
+	}
+	for _, c := range p.conns {
+		c.ConnClosed(m)
+	}
 }
 
 // HasPacketStages reports whether RunPacket can refuse anything.

@@ -42,6 +42,12 @@ type FailOpener interface {
 	FailOpen() bool
 }
 
+// ConnTracker is the optional ability of a network stage that counted a
+// connection in DecidePacket (PacketMeta.Conn) to learn that it closed.
+type ConnTracker interface {
+	ConnClosed(p *PacketMeta)
+}
+
 // SessionBinder is the optional ability of a stage to keep per-session state:
 // Bind is called when a session starts, Unbind when it ends.
 type SessionBinder interface {

@@ -124,6 +124,28 @@ type Verdict struct {
 	Detail string
 	// RetryAfter, when set, is offered to the peer (SIP Retry-After).
 	RetryAfter time.Duration
+	// Delay holds the answer this long before it is sent (Tarpit, or a
+	// uniform delay that hides which check failed).
+	Delay time.Duration
+	// Challenge is what a Challenge verdict asks the peer to answer.
+	Challenge *AuthChallenge
+	// CDR asks for a call detail record of the refused session offer (an
+	// admission refusal is a call attempt the operator must account for).
+	CDR bool
+}
+
+// AuthChallenge is a request for credentials (SIP WWW-Authenticate or
+// Proxy-Authenticate).
+type AuthChallenge struct {
+	Proxy  bool // ask as a proxy (407) rather than as the server (401)
+	Realm  string
+	Nonce  string
+	Opaque string
+	// Algorithms are offered in order of preference, one challenge each
+	// (RFC 8760: SHA-256 first, MD5 for older clients).
+	Algorithms []string
+	QOP        string // "auth"
+	Stale      bool   // the nonce was ours but expired: retry without asking the user
 }
 
 // Allowed reports whether the verdict lets the event through.

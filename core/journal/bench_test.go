@@ -2,7 +2,17 @@ package journal
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/ucgate/ucgate/core"
 )
 
 // BenchmarkTransaction measures what Transaction costs its caller: with no
@@ -71,4 +81,168 @@ func BenchmarkCDRGroupCommit(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cdrs/s")
 		})
 	}
+}
+
+// BenchmarkCallLoad mirrors the gateway under SIP load. One op is one call:
+// an INVITE transaction, the BYE transaction and the CDR of a call that
+// started 2048 calls earlier (so a call's two transactions are not in one
+// batch), from 64 goroutines at once into a journal with SQLite on and
+// synchronous normal. ns/op is wall time per call at the rate the journal
+// sustains, allocs/op allocations per call, cpu-ns/call the process's CPU
+// time per call: what the gateway pays for its journal. The timed part ends
+// after Close, once every queued transaction is written.
+//
+// "empty" starts each run with a new database; "prefilled" with a copy of
+// one that already holds prefillCalls calls, where the indexes no longer
+// fit in SQLite's page cache, as on a gateway that has run for a while.
+func BenchmarkCallLoad(b *testing.B) {
+	calls := newCalls(1<<14, 1)
+	b.Run("empty", func(b *testing.B) {
+		benchCalls(b, b.TempDir(), calls)
+	})
+	var (
+		once     sync.Once
+		template string // in a directory of its own, removed at the end
+	)
+	b.Cleanup(func() {
+		if template != "" {
+			os.RemoveAll(filepath.Dir(template))
+		}
+	})
+	b.Run("prefilled", func(b *testing.B) {
+		once.Do(func() { template = prefill(b) })
+		dir := b.TempDir()
+		copyFile(b, template, dbPath(dir))
+		benchCalls(b, dir, calls)
+	})
+}
+
+// prefillCalls is how many calls the "prefilled" database holds.
+const prefillCalls = 100_000
+
+// prefill writes prefillCalls calls with other ids than the benchmark's to
+// a database in a new directory and returns the file's path.
+func prefill(b *testing.B) string {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "journal-prefill-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.Queue = Defaults().Queue
+	j, err := Open(cfg, dir, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	makeCalls(b, j, newCalls(1<<14, 2), prefillCalls, -prefillCalls)
+	if err := j.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return dbPath(dir)
+}
+
+func copyFile(b *testing.B, from, to string) {
+	b.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		b.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func benchCalls(b *testing.B, dir string, calls []call) {
+	cfg := testConfig()
+	cfg.Queue = Defaults().Queue
+	j := open(b, cfg, dir)
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	makeCalls(b, j, calls, b.N, 0)
+	if err := j.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/call")
+	}
+}
+
+// makeCalls journals n calls from 64 goroutines, taking the records from
+// calls in turn. Call i (counted from first) starts at t0 plus i times
+// 1/3 ms, as at 3000 calls per second, and ends 2048 calls later.
+func makeCalls(b *testing.B, j *Journal, calls []call, n, first int) {
+	const callers, later = 64, 2048
+	const interval = time.Second / 3000
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				k := int64(first) + i
+				start := &calls[uint64(k)%uint64(len(calls))]
+				end := &calls[uint64(k-later)%uint64(len(calls))]
+				invite, bye, cdr := start.invite, end.bye, end.cdr
+				invite.Time = t0.Add(time.Duration(k) * interval)
+				bye.Time = invite.Time
+				cdr.End = invite.Time
+				cdr.Start = cdr.End.Add(-later * interval)
+				j.Transaction(&invite)
+				j.Transaction(&bye)
+				if err := j.CDR(context.Background(), &cdr); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// call is what one SIP call gives the journal.
+type call struct {
+	invite, bye core.Transaction
+	cdr         core.CDR
+}
+
+// newCalls builds n calls with random ids (from seed), as the gateway's
+// are, so that the indexes see inserts spread over the whole key range.
+func newCalls(n int, seed uint64) []call {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	hex := func(n int) string {
+		const digits = "0123456789abcdef"
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = digits[rng.IntN(16)]
+		}
+		return string(b)
+	}
+	calls := make([]call, n)
+	for i := range calls {
+		a, z := hex(32)+"@192.0.2.7", hex(32)
+		session := core.SessionID(hex(24))
+		from, to := fmt.Sprintf("\"Alice\" <sip:alice%d@example.com>", i), "<sip:bob@example.com>"
+		invite := core.Transaction{
+			Protocol: "sip", Zone: "internet", Src: "192.0.2.7:5060",
+			Dst: "198.51.100.1:5060", Transport: "udp", Method: "INVITE", From: from, To: to,
+			CallID: a, PeerCall: z, Session: session, Status: 200, Action: "allow",
+			Elapsed: 20 * time.Millisecond,
+		}
+		bye := invite
+		bye.Method, bye.Elapsed = "BYE", 2*time.Millisecond
+		c := sampleCDR(i)
+		c.Session, c.From, c.To = session, from, to
+		c.Legs[0].CallID, c.Legs[1].CallID = a, z
+		calls[i] = call{invite: invite, bye: bye, cdr: *c}
+	}
+	return calls
 }
