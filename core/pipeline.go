@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Decision is a pipeline's answer: the verdict and the stage that gave it.
@@ -153,6 +154,20 @@ func (p *Pipeline) ConnClosed(m *PacketMeta) {
 	for _, c := range p.conns {
 		c.ConnClosed(m)
 	}
+}
+
+// Timeouts returns the connection timeouts of the first ConnTimeouts
+// stage; zero values mean none.
+func (p *Pipeline) Timeouts() (handshake, idle time.Duration) {
+	if p == nil {
+		return 0, 0
+	}
+	for _, s := range p.all {
+		if t, ok := s.(ConnTimeouts); ok {
+			return t.Timeouts()
+		}
+	}
+	return 0, 0
 }
 
 // HasPacketStages reports whether RunPacket can refuse anything.

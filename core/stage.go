@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"net/netip"
+	"time"
 )
 
 // Stage is one security control. Decide is called concurrently and must
@@ -46,6 +47,14 @@ type FailOpener interface {
 // connection in DecidePacket (PacketMeta.Conn) to learn that it closed.
 type ConnTracker interface {
 	ConnClosed(p *PacketMeta)
+}
+
+// ConnTimeouts is the optional ability of a network stage to bound
+// connections: how long a new connection may take to send its first
+// bytes (its TLS handshake included), and how long an idle one is kept.
+// The adapter applies the first stage's values.
+type ConnTimeouts interface {
+	Timeouts() (handshake, idle time.Duration)
 }
 
 // SessionBinder is the optional ability of a stage to keep per-session state:
