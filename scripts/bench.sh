@@ -1,0 +1,364 @@
+#!/usr/bin/env bash
+# bench.sh - what `make bench` runs: SIP call-rate, CPU and memory figures of
+# ucgate next to sipp direct (and Kamailio, when installed), then the Go
+# benchmarks of the repository summarized by their medians.
+#
+#   1. builds bin/ucgate (or uses $UCGATE_BIN) and starts it with a generated
+#      config: one UDP listener on 127.0.0.1:$GW_PORT routing every call to a
+#      sipp uas on 127.0.0.1:$UAS_PORT, SQLite journal on;
+#   2. runs ../shared/bench/anchors.sh against it (GATEWAY, GATEWAY_PID,
+#      GATEWAY_NAME=ucgate); without that script, a smaller built-in rate
+#      search (sipp direct vs. sipp through ucgate);
+#   3. go test -run '^$' -bench . -benchmem -count N over every package with
+#      benchmarks, summarized with benchstat (or an awk median).
+#
+# It prints calls/s direct, calls/s through ucgate, their ratio, CPU seconds
+# per 1000 calls and MiB per 1000 concurrent calls. Loopback only, every
+# run bounded in calls and time (the whole bench stays under 25 minutes),
+# and only processes started here are stopped, by PID.
+#
+# Environment:
+#   BENCH_QUICK=1   short run: one repetition, short steps, -count 1
+#   BENCH_OUT=DIR   results directory (default: a new temp dir)
+#   UCGATE_BIN=F    use this binary instead of building bin/ucgate
+#   ANCHORS=F       anchors script (default: ../shared/bench/anchors.sh)
+#   GW_PORT, UAS_PORT, ADMIN_PORT   ports (default 17050, 17070, 17096); the
+#                   uac/ctrl/media ports follow anchors.sh's UAC_PORT,
+#                   UAS_CTRL_PORT, UAC_CTRL_PORT, UAS_MEDIA_PORT, UAC_MEDIA_PORT
+#   Any anchors.sh parameter (REPS, STEP_SECS, TIME_BUDGET, ...) passes through.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export PATH="$PATH:/usr/sbin:/sbin"
+
+QUICK=${BENCH_QUICK:-0}
+[[ $QUICK == 0 || -z $QUICK ]] && QUICK=0 || QUICK=1
+GW_PORT=${GW_PORT:-17050}
+UAS_PORT=${UAS_PORT:-17070}
+ADMIN_PORT=${ADMIN_PORT:-17096}
+ANCHORS=${ANCHORS:-$ROOT/../shared/bench/anchors.sh}
+OUT=${BENCH_OUT:-$(mktemp -d -t ucgate-bench.XXXXXX)}
+mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
+BENCHSTAT=golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+T0=$(date +%s)
+
+log() { printf '[bench %4ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+die() { echo "bench: error: $*" >&2; exit 1; }
+
+# ----------------------------------------------------- process bookkeeping
+PIDS=()
+stop_pid() {
+  # TERM, wait up to 10 s, then KILL; only PIDs this script started.
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+  kill -TERM "$pid" 2>/dev/null
+  for (( i = 0; i < 100; i++ )); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
+}
+cleanup() { local p; for p in "${PIDS[@]}"; do stop_pid "$p"; done; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+udp_bound() { ss -Hlun "sport = :$1" 2>/dev/null | grep -q .; }
+tcp_bound() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+# ------------------------------------------------------------ preparation
+log "results in $OUT (quick=$QUICK)"
+scripts/deps.sh bench >"$OUT/deps.log" 2>&1 || {
+  log "deps: bench extras (kamailio) unavailable, see $OUT/deps.log; continuing without"
+  scripts/deps.sh >>"$OUT/deps.log" 2>&1 || die "scripts/deps.sh failed, see $OUT/deps.log"
+}
+command -v sipp >/dev/null || die "sipp not found"
+
+if [[ -n ${UCGATE_BIN:-} ]]; then
+  BIN=$UCGATE_BIN
+  [[ -x $BIN ]] || die "UCGATE_BIN=$BIN is not executable"
+else
+  log "building bin/ucgate"
+  mkdir -p bin
+  go build -o bin/ucgate ./cmd/ucgate || die "go build ./cmd/ucgate failed"
+  BIN=$ROOT/bin/ucgate
+fi
+
+# The fixed ports of this script and of anchors.sh (all overridable).
+for p in "$GW_PORT" "$UAS_PORT" "${UAC_PORT:-17080}" "${UAS_CTRL_PORT:-17090}" "${UAC_CTRL_PORT:-17091}" \
+         "${UAS_MEDIA_PORT:-17200}" "${UAC_MEDIA_PORT:-17100}" "${KAM_PORT:-17060}"; do
+  udp_bound "$p" && die "UDP port $p on this host is in use (another bench running?); set GW_PORT, UAS_PORT, UAC_PORT, ... to other ports in 17000-17999"
+done
+tcp_bound "$ADMIN_PORT" && die "TCP port $ADMIN_PORT is in use"
+
+CFG=$OUT/ucgate.yaml
+cat >"$CFG" <<EOF
+data_dir: $OUT/data
+admin:
+  listen: 127.0.0.1:$ADMIN_PORT
+sip:
+  listeners:
+    - {zone: internet, transport: udp, listen: 127.0.0.1:$GW_PORT}
+  upstreams:
+    - {name: uas, address: 127.0.0.1:$UAS_PORT, transport: udp, zone: trunk}
+  routes:
+    - {default: true, upstreams: [uas]}
+journal:
+  sqlite: {enabled: true}
+EOF
+
+# ------------------------------------------------------------- the gateway
+"$BIN" run -c "$CFG" >"$OUT/ucgate.log" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+for (( i = 0; i < 200; i++ )); do
+  udp_bound "$GW_PORT" && break
+  kill -0 "$GW_PID" 2>/dev/null || { tail -20 "$OUT/ucgate.log" >&2; die "ucgate exited at start"; }
+  sleep 0.1
+done
+udp_bound "$GW_PORT" || { tail -20 "$OUT/ucgate.log" >&2; die "ucgate did not bind 127.0.0.1:$GW_PORT in 20 s"; }
+log "ucgate pid $GW_PID on 127.0.0.1:$GW_PORT -> uas 127.0.0.1:$UAS_PORT ($BIN)"
+
+# ------------------------------------------------------- figures (shared)
+# print_figures BEST STEPS CONC REF: one block a person can compare.
+# BEST: target rep rate first_fail; STEPS: anchors' steps.tsv columns;
+# CONC: anchors' conc.tsv columns.
+print_figures() {
+  local best=$1 steps=$2 conc=$3 ref=$4
+  echo
+  echo "== ucgate bench figures ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, quick=$QUICK)"
+  awk -F'\t' -v ref="$ref" -v gw=ucgate '
+    function median(s,   a, n, i, j, t) {
+      n = split(s, a, " "); if (n == 0) return ""
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function show(label, v, fmt) { if (v == "") printf "  %-52s %s\n", label, "-"; else printf "  %-52s " fmt "\n", label, v }
+    FILENAME == ARGV[1] { best[$1] = best[$1] " " $3; b[$1, $2] = $3; if ($2 > reps) reps = $2; next }
+    FILENAME == ARGV[2] { if (FNR == 1) next
+      if ($3 == ref && $13 != "-") cpuref[$1] = cpuref[$1] " " $13
+      if ($19 == 1 && $13 != "-" && $3 + 0 > topr[$1, $2] + 0) { topr[$1, $2] = $3; topc[$1, $2] = $13 }
+      next }
+    FILENAME == ARGV[3] { if (FNR == 1 || $2 + 0 == 0) next
+      mib[$1] = mib[$1] " " ($14 - $6) / 1024 / $2 * 1000
+      peak[$1] = peak[$1] " " ($7 - $6) / 1024 / $2 * 1000
+      n[$1] = n[$1] " " $2
+      next }
+    END {
+      for (r = 1; r <= reps; r++) {
+        if (b["direct", r] > 0 && (gw, r) in b) ratio = ratio " " b[gw, r] / b["direct", r]
+        if (b["direct", r] > 0 && ("kamailio", r) in b) kratio = kratio " " b["kamailio", r] / b["direct", r]
+        if ((gw, r) in topc) cpumax = cpumax " " topc[gw, r]
+      }
+      show("calls/s direct (sipp -> sipp)", median(best["direct"]), "%d")
+      show("calls/s through ucgate", median(best[gw]), "%d")
+      show("ratio ucgate / direct", median(ratio), "%.3f")
+      if ("kamailio" in best) {
+        show("calls/s through kamailio (reference)", median(best["kamailio"]), "%d")
+        show("ratio kamailio / direct", median(kratio), "%.3f")
+      }
+      show("ucgate CPU-seconds per 1000 calls @" ref " cps", median(cpuref[gw]), "%.3f")
+      show("ucgate CPU-seconds per 1000 calls @max", median(cpumax), "%.3f")
+      if ("kamailio" in cpuref) show("kamailio CPU-seconds per 1000 calls @" ref " cps", median(cpuref["kamailio"]), "%.3f")
+      show("ucgate MiB per 1000 concurrent calls (held; N=" substr(n[gw], 2) ")", median(mib[gw]), "%.2f")
+      show("ucgate MiB per 1000 concurrent calls (ramp peak)", median(peak[gw]), "%.2f")
+      if ("kamailio" in mib) show("kamailio MiB per 1000 concurrent calls (held)", median(mib["kamailio"]), "%.2f")
+      print "  medians over repetitions; memory = growth of PSS with N calls held open"
+    }' "$best" "$steps" "$conc"
+}
+
+# ------------------------------------------------- 2a. the shared anchors
+run_anchors() {
+  local targets="direct"
+  command -v kamailio >/dev/null && targets="direct kamailio"
+  local -a env=(
+    GATEWAY="127.0.0.1:$GW_PORT" GATEWAY_PID="$GW_PID" GATEWAY_NAME=ucgate
+    UAS_PORT="$UAS_PORT" OUT_DIR="$OUT/anchors" TARGETS="${TARGETS:-$targets}"
+  )
+  if (( QUICK )); then
+    env+=(REPS="${REPS:-1}" STEP_SECS="${STEP_SECS:-2}" MIN_CALLS="${MIN_CALLS:-200}"
+          CALL_MS="${CALL_MS:-500}" REFINE_STEPS="${REFINE_STEPS:-1}"
+          CONC_LIST="${CONC_LIST:-1000}" CONC_LATE_SECS="${CONC_LATE_SECS:-6}"
+          DRAIN_SECS="${DRAIN_SECS:-3}" SETTLE_SECS="${SETTLE_SECS:-1}"
+          TIME_BUDGET="${TIME_BUDGET:-120}")
+  else
+    env+=(TIME_BUDGET="${TIME_BUDGET:-540}")
+  fi
+  log "running $ANCHORS (${env[*]})"
+  # anchors.sh stops by its own TIME_BUDGET; the timeout is a backstop only.
+  env "${env[@]}" timeout -s INT -k 30 1200 bash "$ANCHORS" 2>&1 | tee "$OUT/anchors.log"
+  local rc=${PIPESTATUS[0]}
+  (( rc == 0 )) || log "anchors.sh exited $rc (see $OUT/anchors.log)"
+  local a=$OUT/anchors
+  if [[ -s $a/best.tsv ]]; then
+    print_figures "$a/best.tsv" "$a/steps.tsv" "$a/conc.tsv" "${REF_RATE:-1000}" | tee "$OUT/figures.txt"
+  fi
+  return "$rc"
+}
+
+# ----------------------------------------------- 2b. built-in fallback
+# A smaller version of the anchors: sipp uas on UAS_PORT, sipp uac direct and
+# through ucgate, call rate doubled until a step fails, then one bisection;
+# CPU of ucgate per 1000 calls; memory of ucgate with N calls held open.
+FB_UAC_PORT=${UAC_PORT:-17080}; FB_UAC_MP=${UAC_MEDIA_PORT:-17100}; FB_UAC_CP=${UAC_CTRL_PORT:-17091}
+FB_UAS_MP=${UAS_MEDIA_PORT:-17200}; FB_UAS_CP=${UAS_CTRL_PORT:-17090}
+FB_UAS_PID=""
+fb_start_uas() {
+  sipp -sn uas -i 127.0.0.1 -p "$UAS_PORT" -mi 127.0.0.1 -mp "$FB_UAS_MP" -cp "$FB_UAS_CP" \
+    -buff_size 4194304 -nostdin -timeout 900s >"$OUT/fallback/uas-$1.log" 2>&1 &
+  FB_UAS_PID=$!
+  PIDS+=("$FB_UAS_PID")
+  local i
+  for (( i = 0; i < 50; i++ )); do udp_bound "$UAS_PORT" && return 0; sleep 0.1; done
+  die "sipp uas did not bind $UAS_PORT"
+}
+fb_stop_uas() { stop_pid "$FB_UAS_PID"; FB_UAS_PID=""; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pss_kb() { awk '/^Pss:/{print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+# last-row fields of a sipp -stf file: successful failed
+fb_stats() {
+  [[ -s $1 ]] || { echo "0 0"; return; }
+  awk -F';' 'NR==1{for(i=1;i<=NF;i++)c[$i]=i; next} {l=$0} END{split(l,v,";"); print v[c["SuccessfulCall(C)"]]+0, v[c["FailedCall(C)"]]+0}' "$1"
+}
+
+# fb_step TARGET REP RATE -> appends to steps.tsv (anchors' column layout)
+fb_step() {
+  local target=$1 rep=$2 rate=$3 addr calls limit csv rc=0 t0 t1 w0 w1 succ fail el pass per1k
+  addr=127.0.0.1:$UAS_PORT; [[ $target == ucgate ]] && addr=127.0.0.1:$GW_PORT
+  calls=$(( rate * FB_STEP_SECS )); (( calls < FB_MIN_CALLS )) && calls=$FB_MIN_CALLS
+  limit=$(( calls / rate + FB_CALL_MS / 1000 + 6 ))
+  csv=$OUT/fallback/uac-$target-r$rep-$rate.csv
+  fb_start_uas "$target-r$rep-$rate"
+  t0=$(cpu_ticks "$GW_PID"); w0=$(date +%s.%N)
+  timeout -k 2 $(( limit + 3 )) sipp -sn uac "$addr" -i 127.0.0.1 -p "$FB_UAC_PORT" -mi 127.0.0.1 \
+    -mp "$FB_UAC_MP" -cp "$FB_UAC_CP" -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp \
+    -r "$rate" -m "$calls" -l "$calls" -d "$FB_CALL_MS" -timeout "${limit}s" \
+    -trace_stat -stf "$csv" -fd 1 >"$OUT/fallback/uac-$target-r$rep-$rate.log" 2>&1 || rc=$?
+  w1=$(date +%s.%N); t1=$(cpu_ticks "$GW_PID")
+  fb_stop_uas
+  read -r succ fail < <(fb_stats "$csv")
+  el=$(awk -v a="$w0" -v b="$w1" 'BEGIN{printf "%.2f", b - a}')
+  # pass: rc 0, every call successful, and the uac kept up (95 % of the rate)
+  pass=$(awk -v rc="$rc" -v s="$succ" -v f="$fail" -v c="$calls" -v el="$el" -v h="$FB_CALL_MS" -v r="$rate" \
+    'BEGIN{g = el - h / 1000; if (g < 0.001) g = 0.001; print (rc == 0 && f == 0 && s == c && s / g >= 0.95 * r) ? 1 : 0}')
+  per1k="-"
+  [[ $target == ucgate && $succ -gt 0 ]] && per1k=$(awk -v t=$(( t1 - t0 )) -v k="$(getconf CLK_TCK)" -v s="$succ" 'BEGIN{printf "%.3f", t / k / s * 1000}')
+  printf '%s\t%d\t%d\t%d\t%d\t%d\t-\t-\t-\t%s\t-\t-\t%s\t-\t-\t-\t-\t%d\t%d\n' \
+    "$target" "$rep" "$rate" "$calls" "$succ" "$fail" "$el" "$per1k" "$rc" "$pass" >>"$OUT/fallback/steps.tsv"
+  log "fallback $target rep$rep r=$rate calls=$calls ok=$succ fail=$fail ${el}s cpu/1k=$per1k $([[ $pass == 1 ]] && echo PASS || echo FAIL)"
+  FB_PASS=$pass
+  sleep 1
+}
+
+fb_search() {
+  local target=$1 rep=$2 lo=0 hi=0 rate=$FB_REF_RATE mid
+  while (( rate <= FB_MAX_RATE )) && (( $(date +%s) - T0 < FB_BUDGET )); do
+    fb_step "$target" "$rep" "$rate"
+    if (( FB_PASS )); then lo=$rate; rate=$(( rate * 2 )); else hi=$rate; break; fi
+  done
+  if (( lo == 0 && hi > 0 )); then
+    rate=$(( hi / 4 )); (( rate < 10 )) && rate=10
+    fb_step "$target" "$rep" "$rate"; (( FB_PASS )) && lo=$rate
+  elif (( lo > 0 && hi > lo )) && (( $(date +%s) - T0 < FB_BUDGET )); then
+    mid=$(( (lo + hi) / 2 ))
+    fb_step "$target" "$rep" "$mid"; (( FB_PASS )) && lo=$mid || hi=$mid
+  fi
+  printf '%s\t%d\t%d\t%d\n' "$target" "$rep" "$lo" "$hi" >>"$OUT/fallback/best.tsv"
+  log "fallback $target rep$rep: best sustained rate $lo calls/s"
+}
+
+fb_conc() {
+  local n=$1 ramp hold limit csv base peak late uac
+  ramp=$(( (n + FB_CONC_RATE - 1) / FB_CONC_RATE )); hold=$(( (ramp + 8) * 1000 ))
+  limit=$(( ramp + hold / 1000 + 10 )); csv=$OUT/fallback/uac-conc-$n.csv
+  sleep 3
+  fb_start_uas "conc-$n"
+  base=$(pss_kb "$GW_PID")
+  timeout -k 2 $(( limit + 3 )) sipp -sn uac "127.0.0.1:$GW_PORT" -i 127.0.0.1 -p "$FB_UAC_PORT" -mi 127.0.0.1 \
+    -mp "$FB_UAC_MP" -cp "$FB_UAC_CP" -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp \
+    -r "$FB_CONC_RATE" -m "$n" -l $(( n + 100 )) -d "$hold" -timeout "${limit}s" \
+    -trace_stat -stf "$csv" -fd 1 >"$OUT/fallback/uac-conc-$n.log" 2>&1 &
+  uac=$!; PIDS+=("$uac")
+  sleep $(( ramp + 1 )); peak=$(pss_kb "$GW_PID")
+  sleep 5; late=$(pss_kb "$GW_PID")
+  wait "$uac"
+  fb_stop_uas
+  local succ fail; read -r succ fail < <(fb_stats "$csv")
+  # anchors' conc.tsv columns: 6 base_pss, 7 peak_pss, 14 late_pss
+  printf 'ucgate\t%d\t-\t0\t0\t%d\t%d\t-\t-\t%d\t%d\t0\t0\t%d\t-\n' "$n" "$base" "$peak" "$succ" "$fail" "$late" >>"$OUT/fallback/conc.tsv"
+  log "fallback ucgate $n concurrent: PSS $base -> $peak -> $late KiB, ok=$succ fail=$fail"
+}
+
+run_fallback() {
+  echo "bench: $ANCHORS not found (a fresh machine may lack ../shared);"
+  echo "bench: running the built-in fallback: sipp direct vs. sipp through ucgate, bounded rate search"
+  mkdir -p "$OUT/fallback"
+  : >"$OUT/fallback/best.tsv"
+  printf 'target\trep\trate\tcalls\tok\tfailed\t-\t-\t-\telapsed_s\t-\t-\tproxy_cpu_s_per_1k\t-\t-\t-\t-\trc\tpass\n' >"$OUT/fallback/steps.tsv"
+  printf 'target\tconcurrent\t-\t-\t-\tbase_pss_kb\tpeak_pss_kb\t-\t-\tok\tfailed\t-\t-\tlate_pss_kb\t-\n' >"$OUT/fallback/conc.tsv"
+  if (( QUICK )); then
+    FB_REPS=1 FB_STEP_SECS=2 FB_MIN_CALLS=200 FB_CALL_MS=500 FB_CONC_LIST="1000" FB_BUDGET=240
+  else
+    FB_REPS=3 FB_STEP_SECS=4 FB_MIN_CALLS=500 FB_CALL_MS=1000 FB_CONC_LIST="1000 5000" FB_BUDGET=720
+  fi
+  FB_REF_RATE=${REF_RATE:-500}; FB_MAX_RATE=${MAX_RATE:-32000}; FB_CONC_RATE=500
+  local n rep
+  for n in $FB_CONC_LIST; do fb_conc "$n"; done
+  for (( rep = 1; rep <= FB_REPS; rep++ )); do
+    fb_search direct "$rep"
+    fb_search ucgate "$rep"
+  done
+  print_figures "$OUT/fallback/best.tsv" "$OUT/fallback/steps.tsv" "$OUT/fallback/conc.tsv" "$FB_REF_RATE" | tee "$OUT/figures.txt"
+}
+
+SIP_RC=0
+if [[ -f $ANCHORS ]]; then
+  run_anchors || SIP_RC=$?
+else
+  run_fallback || SIP_RC=$?
+fi
+
+stop_pid "$GW_PID"
+log "ucgate stopped"
+
+# ------------------------------------------------------ 3. Go benchmarks
+mapfile -t BPKGS < <(grep -rlE --include='*_test.go' --exclude-dir=testdata --exclude-dir=vendor \
+  '^func Benchmark[A-Za-z0-9_]*\(' . 2>/dev/null | xargs -r -n1 dirname | sort -u)
+GO_RC=0
+if (( ${#BPKGS[@]} == 0 )); then
+  echo "bench: no Go benchmarks in the repository yet"
+else
+  COUNT=5; BT=1s
+  (( QUICK )) && { COUNT=1; BT=200ms; }
+  log "go benchmarks in ${BPKGS[*]} (-count $COUNT -benchtime $BT)"
+  timeout -k 10 600 go test -run '^$' -bench . -benchmem -benchtime "$BT" -count "$COUNT" "${BPKGS[@]}" \
+    >"$OUT/gobench.txt" 2>&1 || GO_RC=$?
+  (( GO_RC == 0 )) || { tail -30 "$OUT/gobench.txt"; log "go benchmarks exited $GO_RC"; }
+  echo
+  echo "== Go benchmarks (medians of $COUNT runs; raw output in $OUT/gobench.txt)"
+  if ! timeout 300 go run "$BENCHSTAT" "$OUT/gobench.txt" 2>"$OUT/benchstat.err"; then
+    echo "(benchstat unavailable: $(head -c 200 "$OUT/benchstat.err"); awk medians)"
+    awk '
+      $1 ~ /^Benchmark/ && $3 == "ns/op" || $1 ~ /^Benchmark/ && $4 == "ns/op" {
+        name = $1; if (!(name in seen)) { order[++n] = name; seen[name] = 1 }
+        for (i = 3; i < NF; i++) {
+          if ($(i + 1) == "ns/op") ns[name] = ns[name] " " $i
+          if ($(i + 1) == "B/op") by[name] = by[name] " " $i
+          if ($(i + 1) == "allocs/op") al[name] = al[name] " " $i
+        }
+      }
+      function median(s,   a, k, i, j, t) {
+        k = split(s, a, " "); if (k == 0) return "-"
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+      }
+      END {
+        printf "%-60s %14s %12s %12s\n", "benchmark", "ns/op", "B/op", "allocs/op"
+        for (i = 1; i <= n; i++) printf "%-60s %14s %12s %12s\n", order[i], median(ns[order[i]]), median(by[order[i]]), median(al[order[i]])
+      }' "$OUT/gobench.txt"
+  fi
+fi
+
+echo
+[[ -s $OUT/figures.txt ]] && cat "$OUT/figures.txt"
+log "done in $(( $(date +%s) - T0 )) s; results in $OUT"
+(( SIP_RC == 0 && GO_RC == 0 ))
