@@ -41,6 +41,7 @@ type Adapter struct {
 	registrar *upstream
 
 	streams  sync.Map // "TCP/ip:port" -> *sip.ParserStream of an accepted connection
+	drops    *dropLog
 	dialogs  *dialogTable
 	bindings *bindingTable
 
@@ -110,7 +111,7 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 		return nil, err
 	}
 	a.metrics = m
-	a.pipeline.Store(nil)
+	a.drops = newDropLog(a)
 	for _, u := range cfg.Upstreams {
 		up := &upstream{cfg: u, name: u.Name, zone: u.Zone, domain: u.Domain}
 		up.transport = strings.ToUpper(u.Transport)
@@ -244,8 +245,9 @@ func (a *Adapter) Start(ctx context.Context) error {
 			return fmt.Errorf("%w %s: no udp listener in the %s family", ErrNoListener, up.name, family(up.ip))
 		}
 	}
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.bindings.expireLoop(a.ctx) }()
+	go func() { defer a.wg.Done(); a.drops.loop(a.ctx) }()
 	return nil
 }
 

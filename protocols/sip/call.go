@@ -17,6 +17,9 @@ import (
 type call struct {
 	a    *Adapter
 	sess *core.Session
+	// pipe is the pipeline the call was admitted by; its stages are told
+	// when the call ends even if a reload swapped the pipeline meanwhile.
+	pipe *core.Pipeline
 
 	mu   sync.Mutex
 	legs [2]*leg
@@ -54,6 +57,10 @@ func (a *Adapter) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	in := a.inboundOf(req, tx)
 	ev := a.event(in, core.KindSessionOffer)
+	t, routed := a.resolve(in)
+	if routed && t.binding == nil {
+		ev.Route = t.upstreams[0].name
+	}
 	// An INVITE for a call that exists is a retransmission that outlived
 	// its transaction (the gateway ends an INVITE transaction as soon as
 	// the 2xx is out; the 2xx itself is retransmitted until the ACK).
@@ -65,8 +72,7 @@ func (a *Adapter) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if !a.run(in, ev) {
 		return
 	}
-	t, ok := a.resolve(in)
-	if !ok {
+	if !routed {
 		a.refuse(in, core.RefuseWith(core.ReasonNoRoute, "sip/no_route", ""), "sip")
 		return
 	}
@@ -168,6 +174,7 @@ func (a *Adapter) newCall(in *inbound, t target) *call {
 	c := &call{a: a, sess: sess}
 	c.legs[sideA] = la
 	a.sessions.Add(sess)
+	c.pipe = a.pipeline.Load()
 	a.metrics.active.Inc()
 	a.dialogs.put(la.callID, la.localTag, dialogRef{call: c, side: sideA})
 	a.dialogs.put(la.callID, remoteKey(la.remoteTag), dialogRef{call: c, side: sideA})
@@ -248,6 +255,9 @@ func (c *call) setup(in *inbound, t target) {
 		c.sess.SetCallee(core.Leg{Protocol: "sip", Transport: strings.ToLower(lb.transport),
 			Encrypted: lb.secure, Zone: lb.zone, Remote: lb.src, Local: lb.l.addr,
 			CallID: lb.callID, Party: identity("", &t.to), Upstream: upName(up)})
+		if i == 0 {
+			c.pipe.Bind(c.sess)
+		}
 		in.rec.PeerCall = lb.callID
 		o = c.attempt(in, lb, canceled)
 		if !o.retry || i == len(candidates)-1 {

@@ -2,9 +2,11 @@ package sip
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +31,9 @@ func (a *Adapter) readFilter(p sip.TransportReadProps, data []byte) ([]byte, err
 		}
 		msg, err := a.parser.ParseSIP(data)
 		if err == nil {
+			if res, ok := msg.(*sip.Response); ok && !a.responseOK(p, res) {
+				return nil, nil
+			}
 			a.keyless(p, msg)
 			return data, nil
 		}
@@ -40,7 +45,18 @@ func (a *Adapter) readFilter(p sip.TransportReadProps, data []byte) ([]byte, err
 		return data, nil // a connection the gateway opened
 	}
 	par := v.(*sip.ParserStream)
-	err := par.ParseSIPStream(data, func(m sip.Message) { a.keyless(p, m) })
+	bad := false
+	err := par.ParseSIPStream(data, func(m sip.Message) {
+		if res, ok := m.(*sip.Response); ok && !a.responseOK(p, res) {
+			bad = true
+		}
+		a.keyless(p, m)
+	})
+	if bad {
+		// A stream cannot drop one message and keep its framing.
+		a.streams.Delete(streamKey(p.Transport, p.RemoteAddr))
+		return nil, errFraming
+	}
 	if err == nil || errors.Is(err, sip.ErrParseSipPartial) {
 		return data, nil
 	}
@@ -51,6 +67,36 @@ func (a *Adapter) readFilter(p sip.TransportReadProps, data []byte) ([]byte, err
 
 func streamKey(transport string, remote net.Addr) string {
 	return transport + "/" + remote.String()
+}
+
+// responseOK runs the stages on a response from a peer (validate judges
+// its form) and journals one it must drop.
+func (a *Adapter) responseOK(p sip.TransportReadProps, res *sip.Response) bool {
+	pipe := a.pipeline.Load()
+	if pipe == nil {
+		return true
+	}
+	src, _ := netip.ParseAddrPort(p.RemoteAddr.String())
+	transport := strings.ToLower(p.Transport)
+	ev := &core.Event{Kind: core.KindResponse, Protocol: "sip", Method: strconv.Itoa(res.StatusCode), Time: time.Now(),
+		Src: core.Source{Addr: netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), Transport: transport,
+			Encrypted: transport == "tls" || transport == "wss"}, Shape: shape(res), Orig: res}
+	if l := a.byLocal[transport+"/"+p.LocalAddr.String()]; l != nil {
+		ev.Src.Zone, ev.Src.Local = l.zone, l.addr
+	}
+	ev.Size = ev.Shape.Size
+	d := pipe.Run(context.Background(), ev)
+	if d.Action == core.Allow {
+		return true
+	}
+	rec := a.filterRecord(p)
+	rec.Method, rec.Action, rec.Rule, rec.Reason, rec.Detail = "response", core.Drop.String(), d.Rule, d.Reason.String(), d.Detail
+	if h := res.CallID(); h != nil {
+		rec.CallID = h.Value()
+	}
+	a.metrics.refusal(d.Stage, d.Rule)
+	a.journal.Transaction(&rec)
+	return false
 }
 
 // keyless journals a request that parsed but lacks the Via or CSeq that
@@ -181,10 +227,11 @@ func salvage(data []byte) (*sip.Response, string) {
 	return res, method
 }
 
-// packetRefused journals a datagram or connection that a network stage
-// refused. (Issue: floods are summarised by the stages themselves.)
+// packetRefused counts and journals a datagram or connection that a
+// network stage refused (a flood is summarised, see dropLog).
 func (a *Adapter) packetRefused(m *core.PacketMeta, d core.Decision) {
-	a.metrics.refusals.WithLabelValues(d.Stage, d.Rule).Inc()
+	a.metrics.refusal(d.Stage, d.Rule)
+	a.drops.add(m, d)
 }
 
 // onStrayResponse handles responses that match no client transaction: a

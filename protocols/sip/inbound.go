@@ -95,7 +95,6 @@ func (a *Adapter) event(in *inbound, kind core.Kind) *core.Event {
 			Zone:      in.zone,
 		},
 		Target: req.Recipient.String(),
-		Size:   len(req.Body()),
 		Orig:   req,
 	}
 	if in.l != nil {
@@ -111,6 +110,9 @@ func (a *Adapter) event(in *inbound, kind core.Kind) *core.Event {
 	if h := req.GetHeader("User-Agent"); h != nil {
 		ev.Agent = h.Value()
 	}
+	ev.Credentials = credentials(req)
+	ev.Shape = shape(req)
+	ev.Size = ev.Shape.Size
 	return ev
 }
 
@@ -173,8 +175,36 @@ func (a *Adapter) run(in *inbound, ev *core.Event) bool {
 			a.log.Error("stage failed", "stage", d.Stage, "error", d.Err)
 		}
 	}
+	if v.CDR && ev.Kind == core.KindSessionOffer {
+		a.refusedCDR(in, ev, v)
+	}
 	a.refuse(in, v, stage)
 	return false
+}
+
+// maxDelay bounds how long a verdict may hold an answer.
+const maxDelay = 10 * time.Second
+
+// refusedCDR writes the CDR of a call attempt a stage refused and asked to
+// account for (admission control).
+func (a *Adapter) refusedCDR(in *inbound, ev *core.Event, v core.Verdict) {
+	code, _ := statusFor(v)
+	now := time.Now()
+	caller := core.Leg{Role: core.RoleCaller, Protocol: "sip", Transport: in.rec.Transport,
+		Encrypted: in.rec.Encrypted, Zone: in.zone, Remote: in.src, CallID: in.rec.CallID, Party: ev.From}
+	if in.l != nil {
+		caller.Local = in.l.addr
+	}
+	cdr := &core.CDR{Session: core.NewSessionID(), Kind: "call", From: ev.From.String(), To: ev.To.String(),
+		Start: in.start, End: now, Status: code, EndReason: v.Rule, EndedBy: core.RoleGateway,
+		Legs: []core.Leg{caller, {Role: core.RoleCallee, Protocol: "sip", Upstream: ev.Route}}}
+	in.rec.Session = cdr.Session
+	a.metrics.calls.WithLabelValues("refused").Inc()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.journal.CDR(ctx, cdr); err != nil {
+		a.log.Error("cdr not written", "session", cdr.Session, "error", err)
+	}
 }
 
 // refuse answers a refused request in SIP terms (or not at all, for a
@@ -189,13 +219,29 @@ func (a *Adapter) refuse(in *inbound, v core.Verdict, stage string) {
 		a.finish(in, 0)
 		return
 	}
+	if v.Delay > 0 {
+		// The handler's goroutine holds the answer; the transaction
+		// absorbs the peer's retransmissions meanwhile.
+		time.Sleep(min(v.Delay, maxDelay))
+	}
 	code, phrase := statusFor(v)
-	if v.Action == core.Challenge {
+	var extra []sip.Header
+	if v.Action == core.Challenge && v.Challenge != nil {
 		code, phrase = 401, "Unauthorized"
+		if v.Challenge.Proxy {
+			code, phrase = 407, "Proxy Authentication Required"
+		}
+		extra = challengeHeaders(v.Challenge)
 	}
 	res := sip.NewResponseFromRequest(in.req, code, phrase, nil)
+	if to := res.To(); to != nil && !to.Params.Has("tag") {
+		to.Params.Add("tag", sip.GenerateTagN(12))
+	}
+	for _, h := range extra {
+		res.AppendHeader(h)
+	}
 	if v.RetryAfter > 0 {
-		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(int(v.RetryAfter/time.Second))))
+		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(max(1, int(v.RetryAfter/time.Second)))))
 	}
 	a.respond(in, res)
 }

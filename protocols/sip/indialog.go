@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +75,7 @@ func (a *Adapter) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	if known {
 		ev.Session = ref.call.sess.ID
 		in.rec.Session = ref.call.sess.ID
+		ev.DialogSameSource, ev.DialogSeqOK = ref.call.facts(req, ref.side, in.src)
 	}
 	if !a.run(in, ev) {
 		return
@@ -94,6 +96,30 @@ func (a *Adapter) onOther(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	ref.call.forward(in, ref.side)
+}
+
+// facts tells whether an in-dialog request comes from the address the
+// side's peer was established with (its IP: a phone's port may change over
+// a new TCP connection), and whether its CSeq moves forward and its From
+// tag is the peer's.
+func (c *call) facts(req *sip.Request, side int, src netip.AddrPort) (sameSource, seqOK bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lg := c.legs[side]
+	if lg == nil {
+		return false, false
+	}
+	sameSource = lg.src.Addr() == src.Addr()
+	seqOK = true
+	switch req.Method {
+	case sip.ACK, sip.CANCEL, sip.PRACK:
+	default:
+		seqOK = req.CSeq().SeqNo > lg.remoteSeq
+	}
+	if tag, _ := req.From().Params.Get("tag"); lg.remoteTag != "" && tag != lg.remoteTag {
+		seqOK = false
+	}
+	return sameSource, seqOK
 }
 
 // forward relays an in-dialog request to the other leg and its answer
@@ -364,6 +390,9 @@ func (c *call) end(status int, reason, by string) {
 	}
 	cdr := c.sess.End(time.Now(), status, reason, by)
 	a.sessions.Remove(c.sess.ID)
+	if cdr != nil && legs[sideB] != nil {
+		c.pipe.Unbind(c.sess)
+	}
 	a.metrics.active.Dec()
 	if cdr == nil {
 		return

@@ -153,13 +153,13 @@ func (g *guardedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		p := g.a.pipeline.Load()
+		ta, _ := c.RemoteAddr().(*net.TCPAddr)
+		var src netip.AddrPort
+		if ta != nil {
+			src = netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port())
+		}
+		m := core.PacketMeta{Src: src, Local: g.l.addr, Transport: g.l.transport, Zone: g.l.zone, Conn: true}
 		if p.HasPacketStages() {
-			ta, _ := c.RemoteAddr().(*net.TCPAddr)
-			var src netip.AddrPort
-			if ta != nil {
-				src = ta.AddrPort()
-			}
-			m := core.PacketMeta{Src: src, Local: g.l.addr, Transport: g.l.transport, Zone: g.l.zone, Conn: true}
 			if d := p.RunPacket(&m); d.Action != core.Allow {
 				g.a.packetRefused(&m, d)
 				c.Close()
@@ -170,26 +170,52 @@ func (g *guardedListener) Accept() (net.Conn, error) {
 			_ = tc.SetKeepAlive(true)
 			_ = tc.SetKeepAlivePeriod(30 * time.Second)
 		}
+		tc := &trackedConn{Conn: c, a: g.a, pipe: p, meta: m}
+		tc.handshake, tc.idle = p.Timeouts()
+		if tc.handshake > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(tc.handshake))
+		}
 		if g.l.transport == "tcp" || g.l.transport == "tls" {
 			// Streams get a parser of their own in the read filter, so that
 			// a framing error is journaled before sipgo drops the connection.
-			key := streamKey(strings.ToUpper(g.l.transport), c.RemoteAddr())
-			g.a.streams.Store(key, g.a.parser.NewSIPStream())
-			return &trackedConn{Conn: c, a: g.a, key: key}, nil
+			tc.key = streamKey(strings.ToUpper(g.l.transport), c.RemoteAddr())
+			g.a.streams.Store(tc.key, g.a.parser.NewSIPStream())
 		}
-		return c, nil
+		return tc, nil
 	}
 }
 
-// trackedConn forgets its stream parser when it closes.
+// trackedConn is an accepted connection: its reads are bounded by the
+// handshake timeout until the first bytes arrive and by the idle timeout
+// afterwards (slow-loris defence), and its close is told to the stages
+// that counted it and forgets its stream parser.
 type trackedConn struct {
 	net.Conn
-	a    *Adapter
-	key  string
-	once sync.Once
+	a               *Adapter
+	pipe            *core.Pipeline
+	meta            core.PacketMeta
+	key             string
+	handshake, idle time.Duration
+	once            sync.Once
+}
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.idle > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	} else if n > 0 && c.handshake > 0 {
+		_ = c.Conn.SetReadDeadline(time.Time{})
+		c.handshake = 0
+	}
+	return n, err
 }
 
 func (c *trackedConn) Close() error {
-	c.once.Do(func() { c.a.streams.Delete(c.key) })
+	c.once.Do(func() {
+		if c.key != "" {
+			c.a.streams.Delete(c.key)
+		}
+		c.pipe.ConnClosed(&c.meta)
+	})
 	return c.Conn.Close()
 }

@@ -76,3 +76,8 @@ func (m *metrics) transaction(method string, status int) {
 	}
 	m.transactions.WithLabelValues(method, statusLabels[status]).Inc()
 }
+
+// refusal counts a refusal by its stage and rule.
+func (m *metrics) refusal(stage, rule string) {
+	m.refusals.WithLabelValues(stage, rule).Inc()
+}
