@@ -15,6 +15,16 @@
 // the test on a developer's machine and fails it when the CI environment
 // variable is set.
 //
+// A typical test, a call through the gateway to a sipp UAS:
+//
+//	uas := harness.StartSipp(t, harness.SippConfig{ScenarioXML: harness.ScenarioUASRingAnswer, Calls: 1})
+//	sip := harness.HostPort("127.0.0.1", harness.FreePort(t, "udp+tcp"))
+//	harness.StartGateway(t, harness.GatewayConfig{YAML: yamlWith(sip, uas.Addr()), UDP: []string{sip}})
+//	r := harness.RunSipp(t, ctx, harness.SippConfig{Scenario: "uac", Remote: sip, Service: "bob", Calls: 1})
+//	if !r.OK() {
+//		t.Fatalf("call: %v", r)
+//	}
+//
 // The recipes behind the flags used here (sipp -nostdin -mp -cp
 // -timeout_error, baresip's headless config, socat as a TLS front-end for
 // Debian's TLS-less sipp) are documented in shared/PEERS.md.
