@@ -33,8 +33,8 @@ func newStage(t testing.TB, yaml string, deps core.Deps) *Stage {
 func bye(src string) *core.Event {
 	return &core.Event{
 		Kind: core.KindSessionEnd, Protocol: "sip", Method: "BYE",
-		Src:  core.Source{Addr: netip.MustParseAddrPort(src), Zone: "internet", Transport: "udp"},
-		From: core.Identity{User: "alice", Domain: "example.com"},
+		Src:      core.Source{Addr: netip.MustParseAddrPort(src), Zone: "internet", Transport: "udp"},
+		From:     core.Identity{User: "alice", Domain: "example.com"},
 		InDialog: true, DialogKnown: true, DialogSameSource: true, DialogSeqOK: true,
 		Session: "c0ffee",
 	}
@@ -44,7 +44,9 @@ func with(ev *core.Event, f func(*core.Event)) *core.Event { f(ev); return ev }
 
 func TestDecide(t *testing.T) {
 	const src = "192.0.2.7:5060"
-	unknown := func(ev *core.Event) { ev.DialogKnown, ev.DialogSameSource, ev.DialogSeqOK, ev.Session = false, false, false, "" }
+	unknown := func(ev *core.Event) {
+		ev.DialogKnown, ev.DialogSameSource, ev.DialogSeqOK, ev.Session = false, false, false, ""
+	}
 	moved := func(ev *core.Event) { ev.DialogSameSource = false }
 	stale := func(ev *core.Event) { ev.DialogSeqOK = false }
 	tests := []struct {
@@ -151,7 +153,7 @@ func TestSecurityEvents(t *testing.T) {
 		ev.From.User = "mallory\r\n" + strings.Repeat("x", 100)
 	}))
 	s.Decide(ctx, with(bye("198.51.100.9:5070"), func(ev *core.Event) { ev.DialogSameSource = false; ev.Src.Zone = "trunk" }))
-	s.Decide(ctx, with(bye("198.51.100.10:5060"), func(ev *core.Event) { ev.DialogSeqOK = false }))                  // no event
+	s.Decide(ctx, with(bye("198.51.100.10:5060"), func(ev *core.Event) { ev.DialogSeqOK = false }))                    // no event
 	s.Decide(ctx, with(bye("198.51.100.11:5060"), func(ev *core.Event) { ev.Method = "ACK"; ev.DialogKnown = false })) // no event
 	s.Decide(ctx, with(bye("[2001:db8::5]:5060"), func(ev *core.Event) { ev.Method = "B\x00YE"; ev.DialogKnown = false }))
 	s.Decide(ctx, bye("192.0.2.8:5060")) // allowed, no event
