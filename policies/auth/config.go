@@ -215,7 +215,7 @@ func (c Config) checkUsers() []error {
 	seen := map[string]bool{}
 	for i, u := range c.Users {
 		p := config.Index("users", i)
-		if err := checkName(u.Name); err != nil {
+		if err := CheckUser(u.Name); err != nil {
 			errs = append(errs, config.Invalid(p+".name", "%v", err))
 		} else if seen[u.Name] {
 			errs = append(errs, config.Invalid(p+".name", "user %q is defined twice", u.Name))
@@ -243,31 +243,40 @@ func (c Config) checkUsers() []error {
 	return errs
 }
 
-// checkName reports why s cannot be a digest username or realm: it is
-// quoted in header fields and joined with ':' in H(A1).
-func checkName(s string) error {
+// CheckUser reports why name cannot be a digest username: it is quoted in
+// header fields and joined with ':' in H(A1), so it must be 1 to 128 bytes
+// with no '"', ':', '\' or control characters.
+func CheckUser(name string) error {
 	switch {
-	case s == "":
+	case name == "":
 		return errors.New("must not be empty")
-	case len(s) > 128:
-		return fmt.Errorf("must be at most 128 bytes, got %d", len(s))
-	case strings.ContainsAny(s, "\":\\"):
-		return fmt.Errorf(`must not contain '"', ':' or '\'; got %q`, s)
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("must not contain control characters; got %q", s)
-		}
+	case len(name) > 128:
+		return fmt.Errorf("must be at most 128 bytes, got %d", len(name))
+	case strings.ContainsAny(name, "\":\\"):
+		return fmt.Errorf(`must not contain '"', ':' or '\'; got %q`, name)
+	case strings.ContainsFunc(name, isControl):
+		return fmt.Errorf("must not contain control characters; got %q", name)
 	}
 	return nil
 }
 
-func checkRealm(path, s string) error {
-	if s == "" {
-		return config.Invalid(path, "must not be empty")
+// CheckRealm reports why realm cannot be a digest realm: 1 to 128 bytes
+// with no '"', '\' or control characters.
+func CheckRealm(realm string) error {
+	switch {
+	case realm == "":
+		return errors.New("must not be empty")
+	case len(realm) > 128 || strings.ContainsAny(realm, "\"\\") || strings.ContainsFunc(realm, isControl):
+		return fmt.Errorf(`must be at most 128 bytes with no '"', '\' or control characters; got %q`, realm)
 	}
-	if strings.ContainsAny(s, "\"\\") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) || len(s) > 128 {
-		return config.Invalid(path, `must be at most 128 bytes with no '"', '\' or control characters; got %q`, s)
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func checkRealm(path, s string) error {
+	if err := CheckRealm(s); err != nil {
+		return config.Invalid(path, "%v", err)
 	}
 	return nil
 }

@@ -202,3 +202,24 @@ func TestReadmeExamples(t *testing.T) {
 		last = i
 	}
 }
+
+func TestCheckUserAndRealm(t *testing.T) {
+	for _, ok := range []string{"alice", "1001", "alice@example.com", "Ünïcode", strings.Repeat("a", 128)} {
+		if err := CheckUser(ok); err != nil {
+			t.Errorf("CheckUser(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "a:b", `a"b`, `a\b`, "a\nb", "a\x7f", strings.Repeat("a", 129)} {
+		if CheckUser(bad) == nil {
+			t.Errorf("CheckUser(%q) accepted", bad)
+		}
+	}
+	if err := CheckRealm("sip:example.com"); err != nil {
+		t.Errorf("CheckRealm with a colon: %v", err)
+	}
+	for _, bad := range []string{"", `a"b`, `a\b`, "a\tb", strings.Repeat("r", 129)} {
+		if CheckRealm(bad) == nil {
+			t.Errorf("CheckRealm(%q) accepted", bad)
+		}
+	}
+}
