@@ -2,7 +2,10 @@ package scan
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ucgate/ucgate/core/config"
@@ -66,6 +69,16 @@ type Config struct {
 	// the table is full an arbitrary source is, and counted in
 	// ucgate_scan_evicted_total. Between 1 and 1048576.
 	MaxSources int `yaml:"max_sources"`
+	// Exempt lists sources that are never checked: CIDR prefixes or
+	// addresses ("192.0.2.10", "198.51.100.0/24", "2001:db8::/48"), for
+	// the hosts that monitor the gateway and the peers that must never be
+	// blocked. Default: none. At most 1024 entries.
+	Exempt []string `yaml:"exempt"`
+	// IPv6Prefix is the prefix length that counts as one IPv6 source: a
+	// host rotating through the addresses of its /64 is still one source,
+	// as an office behind one IPv4 address is. Default 64; between 32 and
+	// 128.
+	IPv6Prefix int `yaml:"ipv6_prefix"`
 	// Zones overrides the behaviour per zone (the zone names of the SIP
 	// listeners and upstreams). Two zones of the default configuration
 	// have defaults of their own, which override the section's values:
@@ -120,6 +133,7 @@ func Defaults() Config {
 		MaxRegisterUsers:  60,
 		RefuseFor:         15 * time.Minute,
 		MaxSources:        16384,
+		IPv6Prefix:        64,
 		Zones:             zoneDefaults(),
 	}
 }
@@ -135,6 +149,7 @@ const (
 	minRefuseFor    = time.Second
 	maxRefuseFor    = 24 * time.Hour
 	maxSources      = 1 << 20
+	maxExempt       = 1024
 )
 
 // Validate reports every problem with the configuration. It does no I/O.
@@ -155,6 +170,17 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSources < 1 || c.MaxSources > maxSources {
 		add(config.Invalid("max_sources", "must be between 1 and %d, got %d", maxSources, c.MaxSources))
+	}
+	if len(c.Exempt) > maxExempt {
+		add(config.Invalid("exempt", "must have at most %d entries, got %d", maxExempt, len(c.Exempt)))
+	}
+	for i, p := range c.Exempt {
+		if _, err := parsePrefix(p); err != nil {
+			add(config.Invalid(config.Index("exempt", i), "must be a CIDR prefix or an address, got %q", p))
+		}
+	}
+	if c.IPv6Prefix < 32 || c.IPv6Prefix > 128 {
+		add(config.Invalid("ipv6_prefix", "must be between 32 and 128, got %d", c.IPv6Prefix))
 	}
 	add(Zone{nil, &c.Response, &c.MaxTargets, &c.MaxOptionsTargets, &c.MaxRegisterUsers}.validate())
 	for _, name := range sortedKeys(c.Zones) {
@@ -212,6 +238,30 @@ func validSignature(s string) bool {
 		alnum = alnum || isLetter(c) || c >= '0' && c <= '9'
 	}
 	return alnum
+}
+
+// parsePrefix reads "192.0.2.0/24" or a bare address (as its host
+// prefix); IPv4-mapped IPv6 is read as IPv4.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("IPv4-mapped prefix %s is shorter than /96", s)
+		}
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
+	}
+	return p.Masked(), nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -43,6 +43,12 @@ func TestValidate(t *testing.T) {
 			`zones.internet.response: must be "drop" or "forbidden", got "reject"` + "\n" +
 				"zones.internet.max_targets: must be between 0 (off) and 1000, got 2000"},
 		{"empty zone name", "zones: {'': {}}", "zones: a zone name must not be empty"},
+		{"exempt", "exempt: [192.0.2.1, '198.51.100.0/24', '2001:db8::/32', '::ffff:192.0.2.0/120']", ""},
+		{"exempt not an address", "exempt: [192.0.2.1, example.com, '192.0.2.0/33', '::ffff:0:0/95']",
+			`exempt[1]: must be a CIDR prefix or an address, got "example.com"` + "\n" +
+				`exempt[2]: must be a CIDR prefix or an address, got "192.0.2.0/33"` + "\n" +
+				`exempt[3]: must be a CIDR prefix or an address, got "::ffff:0:0/95"`},
+		{"ipv6 prefix", "ipv6_prefix: 16", "ipv6_prefix: must be between 32 and 128, got 16"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -60,6 +60,8 @@ type Stage struct {
 	agents, froms signatures
 	window        time.Duration
 	refuseFor     time.Duration
+	exempt        []netip.Prefix
+	ipv6Prefix    int
 	table         *table
 
 	blocker core.Blocker
@@ -91,15 +93,20 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Stage{
-		def:       policy{enabled: cfg.Enabled, drop: cfg.Response == "drop", limits: [numSets]int{cfg.MaxTargets, cfg.MaxOptionsTargets, cfg.MaxRegisterUsers}},
-		agents:    newSignatures(cfg.Agents),
-		froms:     newSignatures(cfg.FromNames),
-		window:    cfg.Window,
-		refuseFor: cfg.RefuseFor,
-		blocker:   deps.Blocker,
-		alerts:    deps.Alerts,
-		log:       log.With("stage", Name),
-		now:       time.Now,
+		def:        policy{enabled: cfg.Enabled, drop: cfg.Response == "drop", limits: [numSets]int{cfg.MaxTargets, cfg.MaxOptionsTargets, cfg.MaxRegisterUsers}},
+		agents:     newSignatures(cfg.Agents),
+		froms:      newSignatures(cfg.FromNames),
+		window:     cfg.Window,
+		refuseFor:  cfg.RefuseFor,
+		ipv6Prefix: cfg.IPv6Prefix,
+		blocker:    deps.Blocker,
+		alerts:     deps.Alerts,
+		log:        log.With("stage", Name),
+		now:        time.Now,
+	}
+	for _, e := range cfg.Exempt {
+		p, _ := parsePrefix(e) // validated
+		s.exempt = append(s.exempt, p)
 	}
 	builtin := zoneDefaults()
 	s.zones = make(map[string]*policy, len(cfg.Zones)+len(builtin))
@@ -205,7 +212,10 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 	if which < 0 {
 		det = sigNone
 	}
-	addr := ev.Src.Addr.Addr()
+	addr := ev.Src.Addr.Addr().Unmap()
+	if s.exempted(addr) {
+		return core.Verdict{}, nil
+	}
 	if !addr.IsValid() { // nothing to remember or block: judge the request alone
 		if det == sigNone {
 			return core.Verdict{}, nil
@@ -213,15 +223,16 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 		s.detected(ev, p, det, which, 0, s.now())
 		return s.verdict(p, det), nil
 	}
+	id := s.sourceOf(addr)
 	set, key := s.behaviour(ev, p)
 	if det == sigNone && set < 0 {
 		// Nothing to record: only a flagged source is refused.
-		return s.flagged(addr, p), nil
+		return s.flagged(id, p), nil
 	}
 	now := s.now()
-	sh := s.table.shard(addr)
+	sh := s.table.shard(id)
 	sh.mu.Lock()
-	src := sh.m[addr]
+	src := sh.m[id]
 	if src != nil {
 		src.lastSeen = now
 		if now.Before(src.flaggedUntil) {
@@ -233,7 +244,7 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 	count := 0
 	if det == sigNone {
 		if src == nil {
-			src = s.table.insert(sh, addr, now)
+			src = s.table.insert(sh, id, now)
 		}
 		limit := p.limits[set]
 		if count = src.record(set, maphash.String(s.table.seed, key), now, s.window, limit); count > limit {
@@ -242,7 +253,7 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 	}
 	if det != sigNone {
 		if src == nil {
-			src = s.table.insert(sh, addr, now)
+			src = s.table.insert(sh, id, now)
 		}
 		src.flaggedUntil, src.flag = now.Add(s.refuseFor), det
 		src.restart(now)
@@ -255,12 +266,32 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 	return s.verdict(p, det), nil
 }
 
+// sourceOf is the source an address counts as: itself for IPv4, its
+// ipv6_prefix for IPv6.
+func (s *Stage) sourceOf(a netip.Addr) netip.Prefix {
+	if a.Is4() {
+		return netip.PrefixFrom(a, 32)
+	}
+	p, _ := a.Prefix(s.ipv6Prefix)
+	return p
+}
+
+// exempted reports whether a is in an exempt prefix.
+func (s *Stage) exempted(a netip.Addr) bool {
+	for _, p := range s.exempt {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // flagged answers a request that records nothing: refused if its source
 // was detected less than refuse_for ago.
-func (s *Stage) flagged(addr netip.Addr, p *policy) core.Verdict {
-	sh := s.table.shard(addr)
+func (s *Stage) flagged(id netip.Prefix, p *policy) core.Verdict {
+	sh := s.table.shard(id)
 	sh.mu.Lock()
-	src := sh.m[addr]
+	src := sh.m[id]
 	if src == nil {
 		sh.mu.Unlock()
 		return core.Verdict{}
@@ -338,7 +369,7 @@ func (s *Stage) detected(ev *core.Event, p *policy, det signal, which, count int
 	if p.drop {
 		action = core.Drop.String()
 	}
-	addr := ev.Src.Addr.Addr()
+	addr := ev.Src.Addr.Addr().Unmap()
 	if s.blocker != nil && addr.IsValid() {
 		s.blocker.Block(addr, rule, reason)
 		action = "block"
@@ -379,6 +410,17 @@ func clean(s string, n int) string {
 		}
 	}
 	return string(b)
+}
+
+// Inherit takes over what prev knows of its sources (their counts and
+// whether they were detected), so that a configuration reload does not
+// give a scanner a fresh start. Call it before s decides anything; prev
+// may go on deciding until it is closed.
+func (s *Stage) Inherit(prev *Stage) {
+	if prev == nil || prev == s {
+		return
+	}
+	s.table.copyFrom(prev.table)
 }
 
 // Close forgets every source.

@@ -233,3 +233,49 @@ func TestStageContract(t *testing.T) {
 		t.Errorf("New with a bad config: %v, want ErrConfig", err)
 	}
 }
+
+func TestExempt(t *testing.T) {
+	e := newEnv(t, "exempt: ['192.0.2.10', '198.51.100.0/24', '2001:db8:1::/48', '::ffff:203.0.113.0/120']")
+	ctx := context.Background()
+	for _, ip := range []string{"192.0.2.10:5060", "198.51.100.77:5060", "[2001:db8:1:2::9]:5060", "203.0.113.5:5060", "[::ffff:192.0.2.10]:5060"} {
+		if v, _ := e.s.Decide(ctx, registerReq(ip, "1", "sipsak friendly-scanner")); v.Action != core.Allow {
+			t.Errorf("exempt %s: %+v", ip, v)
+		}
+		if first, _ := sweep(e, 200, time.Millisecond, func(i int) *core.Event { return registerReq(ip, fmt.Sprint(i), "") }); first != -1 {
+			t.Errorf("exempt %s refused at request %d", ip, first)
+		}
+	}
+	for _, ip := range []string{"192.0.2.11:5060", "[2001:db8:2::9]:5060"} {
+		if v, _ := e.s.Decide(ctx, registerReq(ip, "1", "friendly-scanner")); v.Action != core.Drop {
+			t.Errorf("%s is not exempt: %+v", ip, v)
+		}
+	}
+}
+
+// TestIPv6Prefix checks that an IPv6 host cannot spread an enumeration
+// over the addresses of its /64, and that the /64 next door is another
+// source.
+func TestIPv6Prefix(t *testing.T) {
+	e := newEnv(t, "")
+	first, v := sweep(e, 100, 10*time.Millisecond, func(i int) *core.Event {
+		return registerReq(fmt.Sprintf("[2001:db8:5:6::%x]:5060", i+1), fmt.Sprint(1000+i), "")
+	})
+	if first != 60 || v.Rule != RuleBehaviour {
+		t.Fatalf("first refused %d (%+v), want 60", first, v)
+	}
+	if b := e.blocker.list(); len(b) != 1 || !strings.HasPrefix(b[0], "2001:db8:5:6::3d scan/behaviour") {
+		t.Errorf("blocks %q, want the address that passed the threshold", b)
+	}
+	if v, _ := e.s.Decide(context.Background(), inDialog("[2001:db8:5:6:ffff::1]:5060", "BYE", "")); v.Action != core.Drop {
+		t.Errorf("another address of the /64 after detection: %+v", v)
+	}
+	if v, _ := e.s.Decide(context.Background(), registerReq("[2001:db8:5:7::1]:5060", "1", "")); v.Action != core.Allow {
+		t.Errorf("the next /64: %+v", v)
+	}
+	e2 := newEnv(t, "ipv6_prefix: 128")
+	if first, _ := sweep(e2, 100, 10*time.Millisecond, func(i int) *core.Event {
+		return registerReq(fmt.Sprintf("[2001:db8:5:6::%x]:5060", i+1), fmt.Sprint(1000+i), "")
+	}); first != -1 {
+		t.Errorf("with ipv6_prefix 128 each address is its own source, yet request %d was refused", first)
+	}
+}

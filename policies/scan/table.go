@@ -68,7 +68,7 @@ type table struct {
 
 type shard struct {
 	mu        sync.Mutex
-	m         map[netip.Addr]*source
+	m         map[netip.Prefix]*source
 	lastSweep time.Time
 	peak      int // the most sources held since the map was last rebuilt
 }
@@ -85,22 +85,23 @@ func newTable(max int, idle time.Duration, evicted prometheus.Counter, tracked p
 	t := &table{shards: make([]shard, n), mask: uint64(n - 1), perShard: max / n, idle: idle,
 		seed: maphash.MakeSeed(), evicted: evicted, tracked: tracked}
 	for i := range t.shards {
-		t.shards[i].m = map[netip.Addr]*source{}
+		t.shards[i].m = map[netip.Prefix]*source{}
 	}
 	return t
 }
 
-// shard returns the shard that holds a. The hash is keyed with a random
-// seed, so that a peer cannot choose addresses that all land in one.
-func (t *table) shard(a netip.Addr) *shard {
-	b := a.As16()
+// shard returns the shard that holds p (a masked prefix: its address
+// tells it apart). The hash is keyed with a random seed, so that a peer
+// cannot choose addresses that all land in one.
+func (t *table) shard(p netip.Prefix) *shard {
+	b := p.Addr().As16()
 	return &t.shards[maphash.Bytes(t.seed, b[:])&t.mask]
 }
 
 // insert adds a new source for a to sh, which the caller has locked.
 // Idle sources are swept once per idle period, or once a second while the
 // shard is full; a shard still full then forgets an arbitrary source.
-func (t *table) insert(sh *shard, a netip.Addr, now time.Time) *source {
+func (t *table) insert(sh *shard, a netip.Prefix, now time.Time) *source {
 	since := now.Sub(sh.lastSweep)
 	if since >= t.idle || len(sh.m) >= t.perShard && since >= time.Second {
 		t.sweep(sh, now)
@@ -133,11 +134,35 @@ func (t *table) sweep(sh *shard, now time.Time) {
 	}
 	t.tracked.Sub(float64(n))
 	if sh.peak >= 1024 && len(sh.m) <= sh.peak/4 {
-		m := make(map[netip.Addr]*source, len(sh.m))
+		m := make(map[netip.Prefix]*source, len(sh.m))
 		for k, v := range sh.m {
 			m[k] = v
 		}
 		sh.m, sh.peak = m, len(m)
+	}
+}
+
+// copyFrom copies prev's sources into t, as far as t's bound allows; the
+// sources are copied, not shared, since prev may still be deciding.
+func (t *table) copyFrom(prev *table) {
+	for i := range prev.shards {
+		psh := &prev.shards[i]
+		psh.mu.Lock()
+		for k, src := range psh.m {
+			c := *src
+			for j := range c.sets {
+				c.sets[j] = slices.Clone(c.sets[j])
+			}
+			sh := t.shard(k)
+			sh.mu.Lock()
+			if _, ok := sh.m[k]; !ok && len(sh.m) < t.perShard {
+				sh.m[k] = &c
+				sh.peak = max(sh.peak, len(sh.m))
+				t.tracked.Inc()
+			}
+			sh.mu.Unlock()
+		}
+		psh.mu.Unlock()
 	}
 }
 
@@ -159,7 +184,7 @@ func (t *table) clear() {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		t.tracked.Sub(float64(len(sh.m)))
-		sh.m, sh.peak = map[netip.Addr]*source{}, 0
+		sh.m, sh.peak = map[netip.Prefix]*source{}, 0
 		sh.mu.Unlock()
 	}
 }

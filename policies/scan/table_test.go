@@ -118,9 +118,9 @@ func TestMapRebuilt(t *testing.T) {
 	now := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
 	sh.lastSweep = now
 	for i := range 4000 {
-		tb.insert(sh, netip.MustParseAddrPort(addr(i)).Addr(), now)
+		tb.insert(sh, netip.PrefixFrom(netip.MustParseAddrPort(addr(i)).Addr(), 32), now)
 	}
-	keep := netip.MustParseAddr("192.0.2.1")
+	keep := netip.MustParsePrefix("192.0.2.1/32")
 	tb.insert(sh, keep, now.Add(30*time.Second))
 	old := fmt.Sprintf("%p", sh.m)
 	tb.sweep(sh, now.Add(time.Minute))
@@ -161,5 +161,36 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 	if n := e.s.table.size(); n > 256 {
 		t.Errorf("table holds %d sources, want at most 256", n)
+	}
+}
+
+// TestInherit checks that a reload keeps what the old stage knew: counts
+// in progress and detected sources.
+func TestInherit(t *testing.T) {
+	old := newEnv(t, "")
+	ctx := context.Background()
+	const counting, detected = "203.0.113.70:5060", "203.0.113.71:5060"
+	for i := range 50 {
+		old.s.Decide(ctx, registerReq(counting, fmt.Sprint(1000+i), ""))
+	}
+	old.s.Decide(ctx, registerReq(detected, "1", "friendly-scanner"))
+
+	e := newEnv(t, "max_sources: 1000")
+	e.clk.t = old.clk.now()
+	e.s.Inherit(old.s)
+	e.s.Inherit(nil)
+	e.s.Inherit(e.s)
+	if err := old.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.s.Decide(ctx, inDialog(detected, "BYE", "")); v.Action != core.Drop || v.Rule != RuleAgent {
+		t.Errorf("detected source after the reload: %+v", v)
+	}
+	first, _ := sweep(e, 20, time.Millisecond, func(i int) *core.Event { return registerReq(counting, fmt.Sprint(2000+i), "") })
+	if first != 10 {
+		t.Errorf("after the reload the 61st distinct user was request %d of the new stage, want 10", first)
+	}
+	if n := e.s.table.size(); n != 2 {
+		t.Errorf("new table holds %d sources, want 2", n)
 	}
 }
