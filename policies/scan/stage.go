@@ -51,8 +51,9 @@ var (
 	setWhat       = [numSets]string{setTargets: "distinct targets", setOptions: "distinct OPTIONS targets", setRegister: "distinct users registered"}
 )
 
-// Stage is the scan stage. Decide is safe for concurrent use and does not
-// allocate unless it detects a scanner.
+// Stage is the scan stage. Decide is safe for concurrent use; it
+// allocates only to remember a source it has not seen and to report a
+// detection.
 type Stage struct {
 	def   policy
 	zones map[string]*policy
@@ -199,7 +200,8 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 	if z, ok := s.zones[ev.Src.Zone]; ok {
 		p = z
 	}
-	if !p.enabled {
+	addr := ev.Src.Addr.Addr().Unmap()
+	if !p.enabled || s.exempted(addr) {
 		return core.Verdict{}, nil
 	}
 	det, which := sigAgent, s.agents.match(ev.Agent)
@@ -211,10 +213,6 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 	}
 	if which < 0 {
 		det = sigNone
-	}
-	addr := ev.Src.Addr.Addr().Unmap()
-	if s.exempted(addr) {
-		return core.Verdict{}, nil
 	}
 	if !addr.IsValid() { // nothing to remember or block: judge the request alone
 		if det == sigNone {
