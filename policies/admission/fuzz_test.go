@@ -81,7 +81,7 @@ func FuzzOperations(f *testing.F) {
 			case 6:
 				clk.Advance(time.Duration(arg+1) * 100 * time.Millisecond)
 			case 7:
-				s.sweep(s.mono())
+				s.sweep(s.mono(s.st.Load()))
 				now := clk.Now()
 				kept := reserved[:0]
 				for _, p := range reserved {
@@ -101,19 +101,19 @@ func FuzzOperations(f *testing.F) {
 			if global > 5 || trunk > 4 {
 				t.Fatalf("over a limit: global %d trunk %d", global, trunk)
 			}
-			checkEntries(t, &s.sources, 3)
-			checkEntries(t, &s.users, 2)
+			checkEntries(t, &s.st.Load().sources, 3)
+			checkEntries(t, &s.st.Load().users, 2)
 		}
 		for _, sess := range bound {
 			s.Unbind(sess)
 		}
 		clk.Advance(time.Minute)
-		s.sweep(s.mono())
+		s.sweep(s.mono(s.st.Load()))
 		if src, user, trunk, global, res := s.counts(); src|user|trunk|global|res != 0 {
 			t.Fatalf("left counted: %d %d %d %d %d", src, user, trunk, global, res)
 		}
-		if s.sources.keys.Load() != 0 || s.users.keys.Load() != 0 {
-			t.Fatalf("left entries: %d sources, %d users", s.sources.keys.Load(), s.users.keys.Load())
+		if s.st.Load().sources.keys.Load() != 0 || s.st.Load().users.keys.Load() != 0 {
+			t.Fatalf("left entries: %d sources, %d users", s.st.Load().sources.keys.Load(), s.st.Load().users.keys.Load())
 		}
 		if n := metricValues(t, reg)["ucgate_admission_unreserved_binds_total"]; n != 0 {
 			t.Fatalf("%v unreserved binds", n)

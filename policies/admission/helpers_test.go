@@ -133,13 +133,11 @@ func (f *fixture) admit(t testing.TB, c call) (*core.Session, core.Verdict) {
 
 // counts are the totals of every kind, as the gauges report them.
 func (s *Stage) counts() (src, user, trunk, global, reserved int) {
-	for _, c := range s.trunks {
+	st := s.st.Load()
+	for _, c := range *st.trunks.Load() {
 		trunk += int(c.active.Load())
 	}
-	for _, c := range *s.others.Load() {
-		trunk += int(c.active.Load())
-	}
-	return int(s.sources.calls.Load()), int(s.users.calls.Load()), trunk, int(s.global.active.Load()), int(s.global.reserved.Load())
+	return int(st.sources.calls.Load()), int(st.users.calls.Load()), trunk, int(st.global.active.Load()), int(st.global.reserved.Load())
 }
 
 // metricValues gathers g into "name{label=value,...}" -> value.

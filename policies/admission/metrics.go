@@ -100,21 +100,18 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	if s == nil {
 		return
 	}
+	st := s.st.Load()
 	var trunkCalls, trunkKeys int
-	for _, c := range s.trunks {
+	for _, c := range *st.trunks.Load() {
 		trunkCalls += int(c.active.Load())
 		trunkKeys++
 	}
-	for _, c := range *s.others.Load() {
-		trunkCalls += int(c.active.Load())
-		trunkKeys++
-	}
-	calls := [nKinds]int64{s.sources.calls.Load(), s.users.calls.Load(), int64(trunkCalls), int64(s.global.active.Load())}
+	calls := [nKinds]int64{st.sources.calls.Load(), st.users.calls.Load(), int64(trunkCalls), int64(st.global.active.Load())}
 	for k, n := range calls {
 		ch <- prometheus.MustNewConstMetric(g.calls, prometheus.GaugeValue, float64(n), kindNames[k])
 	}
-	ch <- prometheus.MustNewConstMetric(g.reserved, prometheus.GaugeValue, float64(s.global.reserved.Load()))
-	keys := [3]int64{s.sources.keys.Load(), s.users.keys.Load(), int64(trunkKeys)}
+	ch <- prometheus.MustNewConstMetric(g.reserved, prometheus.GaugeValue, float64(st.global.reserved.Load()))
+	keys := [3]int64{st.sources.keys.Load(), st.users.keys.Load(), int64(trunkKeys)}
 	for k, n := range keys {
 		ch <- prometheus.MustNewConstMetric(g.keys, prometheus.GaugeValue, float64(n), kindNames[k])
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -57,9 +56,6 @@ var (
 const (
 	detailSourcesFull = "too many sources tracked"
 	detailUsersFull   = "too many users tracked"
-	// maxOtherTrunks bounds the trunks counted without a configured limit
-	// (route names come from the adapter's configuration, so few).
-	maxOtherTrunks = 256
 	// sweepEvery is how often reservations expire and idle entries leave.
 	sweepEvery = time.Second
 )
@@ -73,24 +69,18 @@ type limits struct{ source, user limit }
 type Stage struct {
 	log      *slog.Logger
 	now      func() time.Time
-	epoch    time.Time
 	enabled  bool
 	reason   core.Reason
 	retry    time.Duration
 	def      limits
 	zones    map[string]*limits
+	trunks   map[string]limit // configured trunk limits; others are unlimited
+	global   limit
 	v6bits   int
 	ttl      int64
 	perShard int // entries a table shard may hold: max_keys/nShards
 
-	h       hashers
-	sources table[netip.Addr]
-	users   table[userKey]
-	trunks  map[string]*counter // configured trunks; read-only after New
-	othersM sync.Mutex
-	others  atomic.Pointer[map[string]*counter] // unconfigured trunks, copy on write
-	global  counter
-	bound   [nShards]boundShard
+	st atomic.Pointer[state] // replaced once, by Inherit
 
 	m    *metrics
 	stop chan struct{}
@@ -98,10 +88,9 @@ type Stage struct {
 	once sync.Once
 }
 
-// New builds the stage from cfg, which must have passed Validate. It
-// counts the sessions deps.Sessions already holds (a configuration reload
-// must not forget the calls in progress) and starts a janitor that Close
-// stops.
+// New builds the stage from cfg, which must pass Validate, and starts a
+// janitor that Close stops. On a configuration reload, call Inherit
+// before the new stage sees traffic.
 func New(cfg Config, deps core.Deps) (*Stage, error) {
 	return newStage(cfg, deps, time.Now, true)
 }
@@ -117,17 +106,16 @@ func newStage(cfg Config, deps core.Deps, now func() time.Time, janitor bool) (*
 	s := &Stage{
 		log:      log.With("stage", Name),
 		now:      now,
-		epoch:    now(),
 		enabled:  cfg.Enabled,
 		reason:   core.ReasonUnavailable,
 		retry:    cfg.RetryAfter,
 		def:      limits{source: newLimit(cfg.Source), user: newLimit(cfg.User)},
 		zones:    make(map[string]*limits, len(cfg.Zones)),
+		trunks:   make(map[string]limit, len(cfg.Trunks)),
+		global:   newLimit(cfg.Global),
 		v6bits:   cfg.IPv6Prefix,
 		ttl:      int64(cfg.ReserveTimeout),
 		perShard: max(1, cfg.MaxKeys/nShards),
-		h:        hashers{seed: maphash.MakeSeed()},
-		trunks:   make(map[string]*counter, len(cfg.Trunks)),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -138,28 +126,16 @@ func newStage(cfg Config, deps core.Deps, now func() time.Time, janitor bool) (*
 		s.zones[name] = &limits{source: newLimit(z.Source.apply(cfg.Source)), user: newLimit(z.User.apply(cfg.User))}
 	}
 	for name, l := range cfg.Trunks {
-		s.trunks[name] = &counter{name: name, limit: newLimit(l)}
+		s.trunks[name] = newLimit(l)
 	}
-	s.others.Store(&map[string]*counter{})
-	s.global = counter{name: "global", limit: newLimit(cfg.Global)}
-	s.sources.init(s.h.addr)
-	s.users.init(s.h.user)
-	for i := range s.bound {
-		s.bound[i].m = make(map[string]binding)
-	}
+	st := newState(now())
+	s.addTrunks(st)
+	s.st.Store(st)
 	m, err := newMetrics(deps.Metrics, s)
 	if err != nil {
 		return nil, err
 	}
 	s.m = m
-	if deps.Sessions != nil {
-		deps.Sessions.Range(func(sess *core.Session) bool {
-			if sess.State() != core.StateEnded {
-				s.bind(sess, false)
-			}
-			return true
-		})
-	}
 	if janitor {
 		go s.janitor()
 	} else {
@@ -168,14 +144,35 @@ func newStage(cfg Config, deps core.Deps, now func() time.Time, janitor bool) (*
 	return s, nil
 }
 
+// addTrunks makes sure st counts every configured trunk.
+func (s *Stage) addTrunks(st *state) {
+	for name := range s.trunks {
+		st.trunk(name)
+	}
+}
+
+// Inherit takes over prev's counts: the calls in progress, the
+// reservations and the buckets. cmd/ucgate calls it on a configuration
+// reload before the new stage sees traffic; from then on both stages
+// count in the same tables, under their own limits, so a call bound to
+// the old pipeline is released by its Unbind there.
+func (s *Stage) Inherit(prev *Stage) {
+	if prev == nil || prev == s {
+		return
+	}
+	st := prev.st.Load()
+	s.addTrunks(st)
+	s.st.Store(st)
+}
+
 // Name implements core.Stage.
 func (s *Stage) Name() string { return Name }
 
 // Layer implements core.Stage.
 func (s *Stage) Layer() core.Layer { return core.Application }
 
-// mono is the stage's monotonic clock in nanoseconds.
-func (s *Stage) mono() int64 { return int64(s.now().Sub(s.epoch)) }
+// mono is the state's monotonic clock in nanoseconds.
+func (s *Stage) mono(st *state) int64 { return int64(s.now().Sub(st.epoch)) }
 
 // sourceKey is the address a source is counted under: IPv4 as is (an
 // IPv4-mapped IPv6 address as IPv4), IPv6 masked to its prefix.
@@ -199,7 +196,8 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 	if !s.enabled || ev.Kind != core.KindSessionOffer {
 		return core.Verdict{}, nil
 	}
-	now := s.mono()
+	st := s.st.Load()
+	now := s.mono(st)
 	lim := &s.def
 	if z, ok := s.zones[ev.Src.Zone]; ok {
 		lim = z
@@ -209,7 +207,7 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 
 	// Lock order: source shard, then user shard; trunk and global counts
 	// are atomic. Nothing is committed until every limit has passed.
-	ssh := s.sources.shard(src)
+	ssh := st.sources.shard(src)
 	ssh.mu.Lock()
 	se := ssh.m[src]
 	var active int32
@@ -222,7 +220,7 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 		ssh.mu.Unlock()
 		return s.refuse(kindSource, code, ""), nil
 	}
-	ush := s.users.shard(uk)
+	ush := st.users.shard(uk)
 	ush.mu.Lock()
 	ue := ush.m[uk]
 	active, tat = 0, 0
@@ -235,33 +233,34 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 		ssh.mu.Unlock()
 		return s.refuse(kindUser, code, ""), nil
 	}
-	trunk := s.trunk(ev.Route)
+	trunk := st.trunk(ev.Route)
+	tl := s.trunks[ev.Route]
 	if trunk != nil {
-		if code := trunk.acquire(now); code != passed {
+		if code := trunk.acquire(&tl, now); code != passed {
 			ush.mu.Unlock()
 			ssh.mu.Unlock()
 			return s.refuse(kindTrunk, code, ""), nil
 		}
 	}
-	if code := s.global.acquire(now); code != passed {
+	if code := st.global.acquire(&s.global, now); code != passed {
 		if trunk != nil {
-			trunk.refund()
+			trunk.refund(&tl)
 		}
 		ush.mu.Unlock()
 		ssh.mu.Unlock()
 		return s.refuse(kindGlobal, code, ""), nil
 	}
 	if se == nil {
-		if se = s.sources.insert(ssh, src, now, s.perShard, false); se == nil {
-			s.unacquire(trunk)
+		if se = st.sources.insert(ssh, src, now, s.perShard, false); se == nil {
+			s.unacquire(st, trunk, &tl)
 			ush.mu.Unlock()
 			ssh.mu.Unlock()
 			return s.refuse(kindSource, overConcurrent, detailSourcesFull), nil
 		}
 	}
 	if ue == nil {
-		if ue = s.users.insert(ush, uk, now, s.perShard, false); ue == nil {
-			s.unacquire(trunk)
+		if ue = st.users.insert(ush, uk, now, s.perShard, false); ue == nil {
+			s.unacquire(st, trunk, &tl)
 			ush.mu.Unlock()
 			ssh.mu.Unlock()
 			return s.refuse(kindUser, overConcurrent, detailUsersFull), nil
@@ -277,22 +276,22 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 	ue.tat = userNext
 	ush.mu.Unlock()
 	ssh.mu.Unlock()
-	s.sources.calls.Add(1)
-	s.users.calls.Add(1)
+	st.sources.calls.Add(1)
+	st.users.calls.Add(1)
 	if trunk != nil {
 		trunk.reserved.Add(1)
 	}
-	s.global.reserved.Add(1)
+	st.global.reserved.Add(1)
 	return core.Verdict{}, nil
 }
 
 // unacquire gives back the trunk and global counts of an offer refused
 // after they were taken.
-func (s *Stage) unacquire(trunk *counter) {
+func (s *Stage) unacquire(st *state, trunk *counter, tl *limit) {
 	if trunk != nil {
-		trunk.refund()
+		trunk.refund(tl)
 	}
-	s.global.refund()
+	st.global.refund(&s.global)
 }
 
 func (s *Stage) refuse(kind, code int, detail string) core.Verdict {
@@ -305,37 +304,6 @@ func (s *Stage) refuse(kind, code int, detail string) core.Verdict {
 		RetryAfter: s.retry, CDR: true}
 }
 
-// trunk returns the counter of the named upstream, or nil for none ("":
-// a registered user) and for unconfigured names beyond maxOtherTrunks.
-func (s *Stage) trunk(name string) *counter {
-	if name == "" {
-		return nil
-	}
-	if c, ok := s.trunks[name]; ok {
-		return c
-	}
-	if c, ok := (*s.others.Load())[name]; ok {
-		return c
-	}
-	s.othersM.Lock()
-	defer s.othersM.Unlock()
-	old := *s.others.Load()
-	if c, ok := old[name]; ok {
-		return c
-	}
-	if len(old) >= maxOtherTrunks {
-		return nil
-	}
-	m := make(map[string]*counter, len(old)+1)
-	for k, v := range old {
-		m[k] = v
-	}
-	c := &counter{name: strings.Clone(name)}
-	m[c.name] = c
-	s.others.Store(&m)
-	return c
-}
-
 // Bind implements core.SessionBinder: the session's reservation (made by
 // Decide for the same source and user, and the same trunk if it can be
 // told) becomes a running call. A session without a reservation is
@@ -344,12 +312,13 @@ func (s *Stage) trunk(name string) *counter {
 // it once.
 func (s *Stage) Bind(sess *core.Session) {
 	if sess != nil {
-		s.bind(sess, true)
+		s.bind(sess)
 	}
 }
 
-func (s *Stage) bind(sess *core.Session, claim bool) {
-	bs := &s.bound[s.h.str(string(sess.ID))%nShards]
+func (s *Stage) bind(sess *core.Session) {
+	st := s.st.Load()
+	bs := &st.bound[st.h.str(string(sess.ID))%nShards]
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
 	if _, dup := bs.m[string(sess.ID)]; dup {
@@ -358,50 +327,48 @@ func (s *Stage) bind(sess *core.Session, claim bool) {
 	caller, callee := sess.Legs()
 	src := s.sourceKey(caller.Remote.Addr())
 	uk := userKey{user: sess.From.User, domain: lowerASCII(sess.From.Domain)}
-	now := s.mono()
+	now := s.mono(st)
 	b := binding{sess: sess, src: src}
 
-	ssh := s.sources.shard(src)
+	ssh := st.sources.shard(src)
 	ssh.mu.Lock()
 	se := ssh.m[src]
-	if i := claimable(se, uk, callee.Upstream); claim && i >= 0 {
+	if i := claimable(se, uk, callee.Upstream); i >= 0 {
 		r := se.pending[i]
 		se.pending = slices.Delete(se.pending, i, i+1)
 		se.reserved--
-		ush := s.users.shard(r.user.user)
+		ush := st.users.shard(r.user.user)
 		ush.mu.Lock()
 		r.user.reserved--
 		ush.mu.Unlock()
 		if r.trunk != nil {
 			r.trunk.reserved.Add(-1)
 		}
-		s.global.reserved.Add(-1)
+		st.global.reserved.Add(-1)
 		b.srcE, b.userK, b.userE, b.trunk = se, r.user.user, r.user, r.trunk
 	} else {
 		if se == nil {
-			se = s.sources.insert(ssh, src, now, s.perShard, true)
+			se = st.sources.insert(ssh, src, now, s.perShard, true)
 		}
 		se.active++
-		ush := s.users.shard(uk)
+		ush := st.users.shard(uk)
 		ush.mu.Lock()
 		ue := ush.m[uk]
 		if ue == nil {
-			ue = s.users.insert(ush, uk, now, s.perShard, true)
+			ue = st.users.insert(ush, uk, now, s.perShard, true)
 			ue.user = userKey{user: strings.Clone(uk.user), domain: strings.Clone(uk.domain)}
 		}
 		ue.active++
 		ush.mu.Unlock()
 		b.srcE, b.userK, b.userE = se, ue.user, ue
-		if b.trunk = s.trunk(callee.Upstream); b.trunk != nil {
+		if b.trunk = st.trunk(callee.Upstream); b.trunk != nil {
 			b.trunk.active.Add(1)
 		}
-		s.global.active.Add(1)
-		s.sources.calls.Add(1)
-		s.users.calls.Add(1)
-		if claim {
-			s.m.unreserved.Inc()
-			s.log.Debug("session bound without a reservation", "session", sess.ID)
-		}
+		st.global.active.Add(1)
+		st.sources.calls.Add(1)
+		st.users.calls.Add(1)
+		s.m.unreserved.Inc()
+		s.log.Debug("session bound without a reservation", "session", sess.ID)
 	}
 	ssh.mu.Unlock()
 	bs.m[string(sess.ID)] = b
@@ -442,32 +409,33 @@ func (s *Stage) Unbind(sess *core.Session) {
 	if sess == nil {
 		return
 	}
-	bs := &s.bound[s.h.str(string(sess.ID))%nShards]
+	st := s.st.Load()
+	bs := &st.bound[st.h.str(string(sess.ID))%nShards]
 	bs.mu.Lock()
 	b, ok := bs.m[string(sess.ID)]
 	delete(bs.m, string(sess.ID))
 	bs.mu.Unlock()
 	if ok {
-		s.release(&b)
+		st.release(&b)
 	}
 }
 
 // release uncounts a bound call.
-func (s *Stage) release(b *binding) {
-	ssh := s.sources.shard(b.src)
+func (st *state) release(b *binding) {
+	ssh := st.sources.shard(b.src)
 	ssh.mu.Lock()
 	b.srcE.active--
 	ssh.mu.Unlock()
-	ush := s.users.shard(b.userK)
+	ush := st.users.shard(b.userK)
 	ush.mu.Lock()
 	b.userE.active--
 	ush.mu.Unlock()
 	if b.trunk != nil {
 		b.trunk.active.Add(-1)
 	}
-	s.global.active.Add(-1)
-	s.sources.calls.Add(-1)
-	s.users.calls.Add(-1)
+	st.global.active.Add(-1)
+	st.sources.calls.Add(-1)
+	st.users.calls.Add(-1)
 }
 
 func (s *Stage) janitor() {
@@ -479,7 +447,7 @@ func (s *Stage) janitor() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.sweep(s.mono())
+			s.sweep(s.mono(s.st.Load()))
 		}
 	}
 }
@@ -487,9 +455,10 @@ func (s *Stage) janitor() {
 // sweep releases the reservations that expired by now and the sessions
 // that ended without an Unbind, and evicts idle entries.
 func (s *Stage) sweep(now int64) {
+	st := s.st.Load()
 	var ended []binding
-	for i := range s.bound {
-		bs := &s.bound[i]
+	for i := range st.bound {
+		bs := &st.bound[i]
 		bs.mu.Lock()
 		for id, b := range bs.m {
 			if b.sess.State() == core.StateEnded {
@@ -500,14 +469,14 @@ func (s *Stage) sweep(now int64) {
 		bs.mu.Unlock()
 	}
 	for i := range ended {
-		s.release(&ended[i])
+		st.release(&ended[i])
 	}
 	if len(ended) > 0 {
 		s.log.Debug("ended sessions released without unbind", "count", len(ended))
 	}
 	expired := 0
-	for i := range s.sources.shards {
-		sh := &s.sources.shards[i]
+	for i := range st.sources.shards {
+		sh := &st.sources.shards[i]
 		sh.mu.Lock()
 		for k, e := range sh.m {
 			kept := e.pending[:0]
@@ -519,7 +488,7 @@ func (s *Stage) sweep(now int64) {
 				expired++
 				e.active--
 				e.reserved--
-				ush := s.users.shard(r.user.user)
+				ush := st.users.shard(r.user.user)
 				ush.mu.Lock()
 				r.user.active--
 				r.user.reserved--
@@ -528,10 +497,10 @@ func (s *Stage) sweep(now int64) {
 					r.trunk.active.Add(-1)
 					r.trunk.reserved.Add(-1)
 				}
-				s.global.active.Add(-1)
-				s.global.reserved.Add(-1)
-				s.sources.calls.Add(-1)
-				s.users.calls.Add(-1)
+				st.global.active.Add(-1)
+				st.global.reserved.Add(-1)
+				st.sources.calls.Add(-1)
+				st.users.calls.Add(-1)
 			}
 			clear(e.pending[len(kept):])
 			e.pending = kept
@@ -540,7 +509,7 @@ func (s *Stage) sweep(now int64) {
 			}
 			if e.idle(now) {
 				delete(sh.m, k)
-				s.sources.keys.Add(-1)
+				st.sources.keys.Add(-1)
 			}
 		}
 		sh.mu.Unlock()
@@ -548,7 +517,7 @@ func (s *Stage) sweep(now int64) {
 	if expired > 0 {
 		s.m.expired.Add(float64(expired))
 	}
-	s.users.evictIdle(now)
+	st.users.evictIdle(now)
 }
 
 // Close stops the janitor. The stage keeps counting: sessions bound to it
@@ -588,18 +557,17 @@ type Usage struct {
 
 // Snapshot returns the current counts.
 func (s *Stage) Snapshot() Snapshot {
-	snap := Snapshot{Global: usageOf(&s.global)}
-	for _, c := range s.trunks {
-		snap.Trunks = append(snap.Trunks, usageOf(c))
-	}
-	for _, c := range *s.others.Load() {
-		if u := usageOf(c); u.Calls > 0 {
+	st := s.st.Load()
+	snap := Snapshot{Global: usageOf(&st.global, s.global)}
+	for name, c := range *st.trunks.Load() {
+		l, configured := s.trunks[name]
+		if u := usageOf(c, l); configured || u.Calls > 0 {
 			snap.Trunks = append(snap.Trunks, u)
 		}
 	}
 	slices.SortFunc(snap.Trunks, func(a, b Usage) int { return cmp.Compare(a.Key, b.Key) })
-	for i := range s.sources.shards {
-		sh := &s.sources.shards[i]
+	for i := range st.sources.shards {
+		sh := &st.sources.shards[i]
 		sh.mu.Lock()
 		for k, e := range sh.m {
 			if e.active > 0 {
@@ -612,8 +580,8 @@ func (s *Stage) Snapshot() Snapshot {
 		}
 		sh.mu.Unlock()
 	}
-	for i := range s.users.shards {
-		sh := &s.users.shards[i]
+	for i := range st.users.shards {
+		sh := &st.users.shards[i]
 		sh.mu.Lock()
 		for _, e := range sh.m {
 			if e.active > 0 {
@@ -633,8 +601,8 @@ func (s *Stage) Snapshot() Snapshot {
 	return snap
 }
 
-func usageOf(c *counter) Usage {
-	return Usage{Key: c.name, Calls: int(c.active.Load()), Reserved: int(c.reserved.Load()), Limit: int(c.limit.concurrent)}
+func usageOf(c *counter, l limit) Usage {
+	return Usage{Key: c.name, Calls: int(c.active.Load()), Reserved: int(c.reserved.Load()), Limit: int(l.concurrent)}
 }
 
 // ErrMetrics reports metrics that could not be registered.

@@ -232,12 +232,12 @@ func TestReservationExpires(t *testing.T) {
 		t.Fatalf("reserved slot: %v %q", v.Action, v.Rule)
 	}
 	f.clk.Advance(4900 * time.Millisecond)
-	f.s.sweep(f.s.mono())
+	f.s.sweep(f.s.mono(f.s.st.Load()))
 	if _, _, _, global, reserved := f.s.counts(); global != 1 || reserved != 1 {
 		t.Fatalf("before the timeout: global %d reserved %d", global, reserved)
 	}
 	f.clk.Advance(100 * time.Millisecond)
-	f.s.sweep(f.s.mono())
+	f.s.sweep(f.s.mono(f.s.st.Load()))
 	if src, user, trunk, global, reserved := f.s.counts(); src+user+trunk+global+reserved != 0 {
 		t.Fatalf("after the timeout: %d %d %d %d %d", src, user, trunk, global, reserved)
 	}
@@ -287,12 +287,12 @@ func TestUnreservedBindIsCounted(t *testing.T) {
 func TestEndedSessionIsReleasedWithoutUnbind(t *testing.T) {
 	f := newFixture(t, "source: {concurrent: 1}")
 	sess, _ := f.admit(t, alice)
-	f.s.sweep(f.s.mono())
+	f.s.sweep(f.s.mono(f.s.st.Load()))
 	if v := f.decide(t, alice); v.Rule != RuleSource {
 		t.Fatalf("call in progress: %v %q", v.Action, v.Rule)
 	}
 	sess.End(time.Now(), 200, "normal", core.RoleCaller)
-	f.s.sweep(f.s.mono())
+	f.s.sweep(f.s.mono(f.s.st.Load()))
 	if _, v := f.admit(t, alice); v.Action != core.Allow {
 		t.Fatalf("after the call ended: %v %q", v.Action, v.Rule)
 	}
@@ -302,40 +302,60 @@ func TestEndedSessionIsReleasedWithoutUnbind(t *testing.T) {
 	}
 }
 
-func TestNewCountsSessionsInProgress(t *testing.T) {
-	table := core.NewSessions()
-	running, ended := alice.session(), bob.session()
-	ended.End(time.Now(), 486, "busy", core.RoleCallee)
-	table.Add(running)
-	table.Add(ended)
-	s, err := newStage(decode(t, "source: {concurrent: 1}"), core.Deps{Sessions: table}, newClock().Now, false)
+// TestInherit is a configuration reload: the new stage takes over the
+// old one's counts, under its own limits; calls bound to the old pipeline
+// end there and are released for both.
+func TestInherit(t *testing.T) {
+	old := newFixture(t, "source: {concurrent: 5}\ntrunks: {pbx: {concurrent: 5}}")
+	running, _ := old.admit(t, alice)
+	old.decide(t, bob) // a reservation in flight during the swap
+	next, err := newStage(decode(t, "source: {concurrent: 1}\ntrunks: {pbx: {concurrent: 2}, carrier: {concurrent: 1}}"),
+		core.Deps{}, old.clk.Now, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	if _, _, _, global, reserved := s.counts(); global != 1 || reserved != 0 {
-		t.Fatalf("seeded: global %d reserved %d", global, reserved)
+	defer next.Close()
+	next.Inherit(old.s)
+	next.Inherit(next) // harmless
+	next.Inherit(nil)
+	if v, _ := next.Decide(context.Background(), alice.event()); v.Rule != RuleSource {
+		t.Fatalf("under the new limit, with the old call: %v %q", v.Action, v.Rule)
 	}
-	if v, _ := s.Decide(context.Background(), alice.event()); v.Rule != RuleSource {
-		t.Fatalf("over a seeded call: %v %q", v.Action, v.Rule)
+	if v, _ := next.Decide(context.Background(), call{src: "198.51.100.7", user: "carol@example.com", route: "pbx"}.event()); v.Rule != RuleTrunk {
+		t.Fatalf("trunk under the new limit: %v %q", v.Action, v.Rule)
 	}
-	s.Unbind(running)
-	if v, _ := s.Decide(context.Background(), alice.event()); v.Action != core.Allow {
-		t.Fatalf("after the seeded call: %v %q", v.Action, v.Rule)
+	next.Bind(bob.session()) // the reservation made by the old stage is claimed by the new one
+	if got := metricValues(t, old.reg)["ucgate_admission_unreserved_binds_total"]; got != 0 {
+		t.Errorf("unreserved binds: %v", got)
+	}
+	snap := next.Snapshot()
+	wantTrunks := []Usage{{Key: "carrier", Limit: 1}, {Key: "pbx", Calls: 2, Limit: 2}}
+	if !slices.Equal(snap.Trunks, wantTrunks) || snap.Global.Calls != 2 {
+		t.Errorf("snapshot after inherit: %+v", snap)
+	}
+	old.s.Close()
+	old.s.Unbind(running) // the adapter unbinds on the pipeline the call was bound to
+	if v, _ := next.Decide(context.Background(), alice.event()); v.Action != core.Allow {
+		t.Fatalf("after the old call ended: %v %q", v.Action, v.Rule)
+	}
+	old.clk.Advance(5 * time.Second)
+	next.sweep(next.mono(next.st.Load())) // the new stage's janitor expires what either reserved
+	if _, _, _, global, reserved := next.counts(); global != 1 || reserved != 0 {
+		t.Errorf("after the sweep: global %d reserved %d", global, reserved)
 	}
 }
 
 func TestMaxKeys(t *testing.T) {
 	f := newFixture(t, "max_keys: 1024\nsource: {rate: 1, burst: 1}\nuser: {rate: 0}")
 	// 1024 keys are 32 shards of 32: fill alice's shard with busy sources.
-	target := f.s.sources.shard(f.s.sourceKey(alice.addr().Addr()))
+	target := f.s.st.Load().sources.shard(f.s.sourceKey(alice.addr().Addr()))
 	var inShard []call
 	for i := 0; len(inShard) < 33; i++ {
 		c := call{src: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), user: fmt.Sprintf("u%d@example.com", i)}
 		if i == 0 {
 			c = alice
 		}
-		if f.s.sources.shard(f.s.sourceKey(c.addr().Addr())) == target {
+		if f.s.st.Load().sources.shard(f.s.sourceKey(c.addr().Addr())) == target {
 			inShard = append(inShard, c)
 		}
 	}
@@ -357,7 +377,7 @@ func TestMaxKeys(t *testing.T) {
 	if _, _, _, global, reserved := f.s.counts(); global != 32 || reserved != 0 {
 		t.Fatalf("a refusal for a full shard counts nothing: global %d reserved %d", global, reserved)
 	}
-	if v := f.decide(t, bob); v.Action != core.Allow && f.s.sources.shard(f.s.sourceKey(bob.addr().Addr())) != target {
+	if v := f.decide(t, bob); v.Action != core.Allow && f.s.st.Load().sources.shard(f.s.sourceKey(bob.addr().Addr())) != target {
 		t.Fatalf("a source of another shard: %v %q", v.Action, v.Rule)
 	}
 	f.s.Unbind(first)
@@ -374,14 +394,14 @@ func TestIdleEntriesAreEvicted(t *testing.T) {
 	f := newFixture(t, "")
 	sess, _ := f.admit(t, alice)
 	f.s.Unbind(sess)
-	f.s.sweep(f.s.mono())
-	if f.s.sources.keys.Load() != 1 || f.s.users.keys.Load() != 1 {
-		t.Fatalf("entries left before their buckets refill: %d %d", f.s.sources.keys.Load(), f.s.users.keys.Load())
+	f.s.sweep(f.s.mono(f.s.st.Load()))
+	if f.s.st.Load().sources.keys.Load() != 1 || f.s.st.Load().users.keys.Load() != 1 {
+		t.Fatalf("entries left before their buckets refill: %d %d", f.s.st.Load().sources.keys.Load(), f.s.st.Load().users.keys.Load())
 	}
 	f.clk.Advance(time.Second)
-	f.s.sweep(f.s.mono())
-	if f.s.sources.keys.Load() != 0 || f.s.users.keys.Load() != 0 {
-		t.Fatalf("idle entries kept: %d %d", f.s.sources.keys.Load(), f.s.users.keys.Load())
+	f.s.sweep(f.s.mono(f.s.st.Load()))
+	if f.s.st.Load().sources.keys.Load() != 0 || f.s.st.Load().users.keys.Load() != 0 {
+		t.Fatalf("idle entries kept: %d %d", f.s.st.Load().sources.keys.Load(), f.s.st.Load().users.keys.Load())
 	}
 }
 

@@ -149,19 +149,17 @@ func (u userKey) String() string {
 
 // counter is a count shared by every call to one trunk, or by every call:
 // lock-free, so that the one global count is not a lock every call queues
-// on.
+// on. Its limit is the stage's (a reload may change it).
 type counter struct {
 	name     string
-	limit    limit
 	active   atomic.Int32
 	reserved atomic.Int32
 	tat      atomic.Int64
 }
 
-// acquire counts one more call if it fits under the limit, and reports
-// which limit it would exceed otherwise.
-func (c *counter) acquire(now int64) int {
-	l := &c.limit
+// acquire counts one more call if it fits under l, and reports which
+// limit it would exceed otherwise.
+func (c *counter) acquire(l *limit, now int64) int {
 	if l.concurrent > 0 {
 		for {
 			n := c.active.Load()
@@ -191,11 +189,12 @@ func (c *counter) acquire(now int64) int {
 	return passed
 }
 
-// refund undoes an acquire whose call was refused by a later limit.
-func (c *counter) refund() {
+// refund undoes an acquire under l whose call was refused by a later
+// limit.
+func (c *counter) refund(l *limit) {
 	c.active.Add(-1)
-	if c.limit.interval > 0 {
-		c.tat.Add(-c.limit.interval)
+	if l.interval > 0 {
+		c.tat.Add(-l.interval)
 	}
 }
 
@@ -220,6 +219,64 @@ type boundShard struct {
 	mu sync.Mutex
 	m  map[string]binding
 	_  [40]byte
+}
+
+// maxTrunks bounds the trunks counted (route names come from the
+// adapter's configuration, so there are few).
+const maxTrunks = 1024
+
+// state is everything admission counts. The stage a configuration reload
+// builds inherits its predecessor's state, so that the calls in progress
+// stay counted whichever pipeline their Unbind reaches.
+type state struct {
+	epoch   time.Time // the zero of the monotonic clock
+	h       hashers
+	sources table[netip.Addr]
+	users   table[userKey]
+	global  counter
+	bound   [nShards]boundShard
+
+	trunksMu sync.Mutex
+	trunks   atomic.Pointer[map[string]*counter] // copy on write
+}
+
+func newState(epoch time.Time) *state {
+	st := &state{epoch: epoch, h: hashers{seed: maphash.MakeSeed()}, global: counter{name: "global"}}
+	st.sources.init(st.h.addr)
+	st.users.init(st.h.user)
+	for i := range st.bound {
+		st.bound[i].m = make(map[string]binding)
+	}
+	st.trunks.Store(&map[string]*counter{})
+	return st
+}
+
+// trunk returns the counter of the named upstream, creating it; nil for
+// none ("": a registered user) and for new names beyond maxTrunks.
+func (st *state) trunk(name string) *counter {
+	if name == "" {
+		return nil
+	}
+	if c, ok := (*st.trunks.Load())[name]; ok {
+		return c
+	}
+	st.trunksMu.Lock()
+	defer st.trunksMu.Unlock()
+	old := *st.trunks.Load()
+	if c, ok := old[name]; ok {
+		return c
+	}
+	if len(old) >= maxTrunks {
+		return nil
+	}
+	m := make(map[string]*counter, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	c := &counter{name: strings.Clone(name)}
+	m[c.name] = c
+	st.trunks.Store(&m)
+	return c
 }
 
 // hashers for the tables: random per stage, so that an attacker cannot
