@@ -20,6 +20,8 @@
 # Environment:
 #   BENCH_QUICK=1   short run: one repetition, short steps, -count 1
 #   BENCH_OUT=DIR   results directory (default: a new temp dir)
+#   BENCH_BUDGET=S  Go benchmarks stop being started S seconds after the
+#                   start of the bench (default 1440: the whole bench < 25 min)
 #   UCGATE_BIN=F    use this binary instead of building bin/ucgate
 #   ANCHORS=F       anchors script (default: ../shared/bench/anchors.sh)
 #   GW_PORT, UAS_PORT, ADMIN_PORT   ports (default 17050, 17070, 17096); the
@@ -321,6 +323,29 @@ stop_pid "$GW_PID"
 log "ucgate stopped"
 
 # ------------------------------------------------------ 3. Go benchmarks
+# median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
+# "go test -bench" output (when benchstat cannot be run).
+median_table() {
+  awk '
+    $1 ~ /^Benchmark/ && $4 == "ns/op" {
+      name = $1; if (!(name in seen)) { order[++n] = name; seen[name] = 1 }
+      for (i = 3; i < NF; i++) {
+        if ($(i + 1) == "ns/op") ns[name] = ns[name] " " $i
+        if ($(i + 1) == "B/op") by[name] = by[name] " " $i
+        if ($(i + 1) == "allocs/op") al[name] = al[name] " " $i
+      }
+    }
+    function median(s,   a, k, i, j, t) {
+      k = split(s, a, " "); if (k == 0) return "-"
+      for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+    }
+    END {
+      printf "%-60s %14s %12s %12s\n", "benchmark", "ns/op", "B/op", "allocs/op"
+      for (i = 1; i <= n; i++) printf "%-60s %14s %12s %12s\n", order[i], median(ns[order[i]]), median(by[order[i]]), median(al[order[i]])
+    }' "$1"
+}
+
 mapfile -t BPKGS < <(grep -rlE --include='*_test.go' --exclude-dir=testdata --exclude-dir=vendor \
   '^func Benchmark[A-Za-z0-9_]*\(' . 2>/dev/null | xargs -r -n1 dirname | sort -u)
 GO_RC=0
@@ -329,32 +354,34 @@ if (( ${#BPKGS[@]} == 0 )); then
 else
   COUNT=5; BT=1s
   (( QUICK )) && { COUNT=1; BT=200ms; }
-  log "go benchmarks in ${BPKGS[*]} (-count $COUNT -benchtime $BT)"
-  timeout -k 10 600 go test -run '^$' -bench . -benchmem -benchtime "$BT" -count "$COUNT" "${BPKGS[@]}" \
-    >"$OUT/gobench.txt" 2>&1 || GO_RC=$?
-  (( GO_RC == 0 )) || { tail -30 "$OUT/gobench.txt"; log "go benchmarks exited $GO_RC"; }
+  # One package at a time, each bounded by twice its fair share of the time
+  # left (the whole bench ends by BENCH_BUDGET seconds); a package cut short
+  # keeps the results it printed.
+  GO_END=$(( T0 + ${BENCH_BUDGET:-1440} ))
+  log "go benchmarks in ${BPKGS[*]} (-count $COUNT -benchtime $BT, until +$(( GO_END - T0 ))s)"
+  : >"$OUT/gobench.txt"
+  left=${#BPKGS[@]}; CUT=(); FAILED=()
+  for pkg in "${BPKGS[@]}"; do
+    rem=$(( GO_END - $(date +%s) ))
+    if (( rem < 20 )); then CUT+=("$pkg(skipped)"); left=$(( left - 1 )); continue; fi
+    share=$(( rem * 2 / left )); (( share > rem )) && share=$rem
+    timeout -k 10 "$share" go test -run '^$' -bench . -benchmem -benchtime "$BT" -count "$COUNT" "$pkg" \
+      >>"$OUT/gobench.txt" 2>&1
+    rc=$?
+    case $rc in
+      0) ;;
+      124|137) CUT+=("$pkg(cut at ${share}s)"); echo >>"$OUT/gobench.txt" ;;
+      *) FAILED+=("$pkg"); GO_RC=$rc ;;
+    esac
+    left=$(( left - 1 ))
+  done
+  (( ${#CUT[@]} == 0 )) || log "go benchmarks cut short by the time budget: ${CUT[*]}"
+  (( ${#FAILED[@]} == 0 )) || { grep -E -- '^(--- FAIL|FAIL|panic)|_test.go:[0-9]+' "$OUT/gobench.txt" | head -20; log "go benchmarks failed in ${FAILED[*]}"; }
   echo
   echo "== Go benchmarks (medians of $COUNT runs; raw output in $OUT/gobench.txt)"
   if ! timeout 300 go run "$BENCHSTAT" "$OUT/gobench.txt" 2>"$OUT/benchstat.err"; then
     echo "(benchstat unavailable: $(head -c 200 "$OUT/benchstat.err"); awk medians)"
-    awk '
-      $1 ~ /^Benchmark/ && $3 == "ns/op" || $1 ~ /^Benchmark/ && $4 == "ns/op" {
-        name = $1; if (!(name in seen)) { order[++n] = name; seen[name] = 1 }
-        for (i = 3; i < NF; i++) {
-          if ($(i + 1) == "ns/op") ns[name] = ns[name] " " $i
-          if ($(i + 1) == "B/op") by[name] = by[name] " " $i
-          if ($(i + 1) == "allocs/op") al[name] = al[name] " " $i
-        }
-      }
-      function median(s,   a, k, i, j, t) {
-        k = split(s, a, " "); if (k == 0) return "-"
-        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-      }
-      END {
-        printf "%-60s %14s %12s %12s\n", "benchmark", "ns/op", "B/op", "allocs/op"
-        for (i = 1; i <= n; i++) printf "%-60s %14s %12s %12s\n", order[i], median(ns[order[i]]), median(by[order[i]]), median(al[order[i]])
-      }' "$OUT/gobench.txt"
+    median_table "$OUT/gobench.txt"
   fi
 fi
 
