@@ -260,12 +260,40 @@ func (s *Stage) blockedIn(sn *snapshot, a netip.Addr) bool {
 	return false
 }
 
+// blockedUntil is the end of the longest block of a in sn, in Unix
+// nanoseconds (0: none; it may be past).
+func blockedUntil(sn *snapshot, a netip.Addr) int64 {
+	until, ok := sn.delta[a]
+	if !ok {
+		until = sn.base[a]
+	}
+	for i := range sn.nets {
+		if sn.nets[i].p.Contains(a) {
+			until = max(until, sn.nets[i].until)
+		}
+	}
+	return until
+}
+
 // Block implements core.Blocker: it blocks src for block_time, times
 // growth for each earlier offence not yet forgotten, up to max_block_time.
 // A source already blocked, or in allow_never_block, is left as it is. It
 // never waits for the state store: the block holds at once, its write
 // follows.
 func (s *Stage) Block(src netip.Addr, rule, reason string) {
+	s.block(src, 0, rule, reason)
+}
+
+// BlockFor is Block for a given time d (0: as Block) rather than the
+// growing block time, for actions the operator configured with a duration
+// (a trigger). It counts as an offence. A source already blocked for
+// longer is left as it is; one blocked for less is blocked until d from
+// now.
+func (s *Stage) BlockFor(src netip.Addr, d time.Duration, rule, reason string) {
+	s.block(src, max(d, 0), rule, reason)
+}
+
+func (s *Stage) block(src netip.Addr, fixed time.Duration, rule, reason string) {
 	a := src.Unmap().WithZone("")
 	if !s.cfg.Enabled || !a.IsValid() {
 		return
@@ -281,15 +309,24 @@ func (s *Stage) Block(src netip.Addr, rule, reason string) {
 	}
 	now := s.now()
 	s.mu.Lock()
-	if s.closed || s.blockedIn(s.snap.Load(), a) {
+	if s.closed {
 		s.mu.Unlock()
 		return
 	}
 	key := a.String()
 	rec := s.recs[key]
+	until := blockedUntil(s.snap.Load(), a)
+	active := until > now.UnixNano()
+	if active && (fixed == 0 || until >= now.Add(fixed).UnixNano()) {
+		s.mu.Unlock() // blocked (by its own block or a prefix's) for long enough
+		return
+	}
 	n := 1
 	if rec != nil {
-		if now.Sub(rec.b.Until) < s.cfg.ForgetAfter {
+		switch {
+		case rec.b.Until.After(now): // extended: the same offence
+			n = rec.b.Offences
+		case now.Sub(rec.b.Until) < s.cfg.ForgetAfter:
 			n = rec.b.Offences + 1
 		}
 	} else if len(s.recs) >= s.cfg.MaxEntries {
@@ -298,13 +335,16 @@ func (s *Stage) Block(src netip.Addr, rule, reason string) {
 		s.log.Debug("blacklist full, block refused", "src", a, "rule", rule)
 		return
 	}
-	d := s.blockTime(n)
-	b := core.Block{Key: key, Until: now.Add(d), Created: now, Rule: rule, Reason: reason, Offences: n}
+	d := fixed
+	if d == 0 {
+		d = s.blockTime(n)
+	}
+	b := core.Block{Key: key, Until: now.Add(d), Created: now, Rule: rule, Reason: reason, Offences: max(n, 1)}
 	s.recs[key] = &record{b: b, p: netip.PrefixFrom(a, a.BitLen())}
 	s.publishAddr(a, b.Until.UnixNano(), now)
 	s.enqueue(op{put: &b})
 	s.mu.Unlock()
-	s.blocked(b, d, true)
+	s.blocked(b, d, !active)
 }
 
 // blockTime is the block time of the n-th offence.
@@ -623,4 +663,7 @@ var (
 	_ core.Stage       = (*Stage)(nil)
 	_ core.PacketStage = (*Stage)(nil)
 	_ core.Blocker     = (*Stage)(nil)
+	_ interface {
+		BlockFor(src netip.Addr, d time.Duration, rule, reason string)
+	} = (*Stage)(nil) // triggers.DurationBlocker, without importing another policy
 )

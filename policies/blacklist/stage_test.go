@@ -564,3 +564,58 @@ func BenchmarkBlock(b *testing.B) {
 		i++
 	}
 }
+
+func TestBlockFor(t *testing.T) {
+	c := newClock()
+	s := fixture(t, "", core.Deps{}, c)
+	src := netip.MustParseAddr("192.0.2.7")
+	get := func() core.Block {
+		t.Helper()
+		l := s.List()
+		if len(l) != 1 {
+			t.Fatalf("List = %+v", l)
+		}
+		return l[0]
+	}
+	s.BlockFor(src, time.Hour, "triggers/scan", "security event scan/agent")
+	if b := get(); b.Until.Sub(b.Created) != time.Hour || b.Offences != 1 || b.Rule != "triggers/scan" {
+		t.Fatalf("BlockFor 1h: %+v", b)
+	}
+	s.BlockFor(src, time.Minute, "triggers/scan", "") // shorter: no change
+	if b := get(); !b.Until.Equal(c.now().Add(time.Hour)) {
+		t.Fatalf("shorter BlockFor changed the block: %+v", b)
+	}
+	s.Block(src, "ratelimit/flood", "") // already blocked: no change
+	if b := get(); b.Rule != "triggers/scan" {
+		t.Fatalf("Block changed a longer block: %+v", b)
+	}
+	c.add(30 * time.Minute)
+	s.BlockFor(src, 2*time.Hour, "triggers/scan", "") // longer: extended, same offence
+	if b := get(); !b.Until.Equal(c.now().Add(2*time.Hour)) || b.Offences != 1 {
+		t.Fatalf("longer BlockFor: %+v", b)
+	}
+	c.add(3 * time.Hour)
+	s.Block(src, "ratelimit/flood", "") // a repeat offence grows from the trigger's
+	if b := get(); b.Offences != 2 || b.Until.Sub(b.Created) != 20*time.Minute {
+		t.Fatalf("Block after BlockFor: %+v", b)
+	}
+	c.add(time.Hour)
+	s.BlockFor(src, 0, "triggers/scan", "") // 0: the growing block time
+	if b := get(); b.Offences != 3 || b.Until.Sub(b.Created) != 40*time.Minute {
+		t.Fatalf("BlockFor 0: %+v", b)
+	}
+	// A prefix block covers the source: BlockFor for longer adds its own.
+	if err := s.Add("198.51.100.0/24", time.Minute, ""); err != nil {
+		t.Fatal(err)
+	}
+	s.BlockFor(netip.MustParseAddr("198.51.100.9"), time.Hour, "triggers/scan", "")
+	c.add(2 * time.Minute)
+	if v := s.DecidePacket(packet("198.51.100.9:5060")); v.Action != core.Drop {
+		t.Fatal("BlockFor inside an expiring prefix block was ignored")
+	}
+	s2 := fixture(t, "allow_never_block: [192.0.2.0/24]", core.Deps{}, c)
+	s2.BlockFor(src, time.Hour, "triggers/scan", "")
+	if l := s2.List(); len(l) != 0 {
+		t.Fatalf("BlockFor ignored allow_never_block: %+v", l)
+	}
+}
