@@ -131,7 +131,7 @@ func (s *Stage) DecidePacket(p *core.PacketMeta) core.Verdict {
 	id := connID{p.Src, p.Local}
 	sh := s.shardOf(src)
 	sh.mu.Lock()
-	if int(sh.perSource[src]) >= limit {
+	if src.IsValid() && int(sh.perSource[src]) >= limit {
 		sh.mu.Unlock()
 		s.refusedSource.Inc()
 		return verdictSource
@@ -142,7 +142,9 @@ func (s *Stage) DecidePacket(p *core.PacketMeta) core.Verdict {
 		s.refusedTotal.Inc()
 		return verdictTotal
 	}
-	sh.perSource[src]++
+	if src.IsValid() { // a source the adapter could not name counts in total only
+		sh.perSource[src]++
+	}
 	sh.conns[id]++
 	sh.mu.Unlock()
 	s.open.Inc()
@@ -167,10 +169,10 @@ func (s *Stage) ConnClosed(p *core.PacketMeta) {
 	} else {
 		sh.conns[id] = n - 1
 	}
-	if c := sh.perSource[src]; c <= 1 {
-		delete(sh.perSource, src)
-	} else {
+	if c := sh.perSource[src]; c > 1 {
 		sh.perSource[src] = c - 1
+	} else {
+		delete(sh.perSource, src)
 	}
 	s.total.Add(-1)
 	sh.mu.Unlock()

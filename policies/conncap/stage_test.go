@@ -146,12 +146,16 @@ func TestConnClosedCountsDown(t *testing.T) {
 }
 
 func TestSameAddressTwice(t *testing.T) {
-	// Two connections with the same addresses (a source the adapter could
-	// not name) are counted twice and uncounted twice.
-	s := fixture(t, "", nil)
+	// Connections with the same addresses (a source the adapter could not
+	// name) are counted in total, not against one source, and uncounted
+	// as often as they were counted.
+	s := fixture(t, "per_source: 1", nil)
 	m := &core.PacketMeta{Transport: "ws", Conn: true}
-	s.DecidePacket(m)
-	s.DecidePacket(m)
+	for range 2 {
+		if v := s.DecidePacket(m); v.Action != core.Allow {
+			t.Fatalf("unnamed source capped: %q", v.Rule)
+		}
+	}
 	s.ConnClosed(m)
 	if total, _ := s.Open(netip.Addr{}); total != 1 {
 		t.Fatalf("total %d, want 1", total)

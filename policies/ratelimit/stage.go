@@ -256,6 +256,9 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 // global budget.
 func (s *Stage) take(src netip.Addr, zone string, size int) core.Verdict {
 	src = src.Unmap().WithZone("")
+	if !src.IsValid() {
+		return core.Verdict{} // not from the network: nothing to limit it by
+	}
 	key := s.key(src)
 	now := int64(s.now().Sub(s.epoch))
 	sh := s.shardOf(key)
@@ -315,10 +318,7 @@ func (s *Stage) key(a netip.Addr) netip.Addr {
 	if bits >= a.BitLen() {
 		return a
 	}
-	p, err := a.Prefix(bits)
-	if err != nil {
-		return a
-	}
+	p, _ := a.Prefix(bits) // bits is within range: no error
 	return p.Addr()
 }
 

@@ -145,6 +145,19 @@ func TestDecidePacket(t *testing.T) {
 	}
 }
 
+func TestUnnamedSourcesPass(t *testing.T) {
+	s := fixture(t, "budget: {packets: 1, packet_burst: 1}\nglobal_packets: 1\nglobal_burst: 1", core.Deps{}, newClock())
+	ev := &core.Event{Src: core.Source{Transport: "tcp"}, Size: 100}
+	for range 5 {
+		if v, _ := s.Decide(context.Background(), ev); v.Action != core.Allow {
+			t.Fatalf("event without a source limited: %q", v.Rule)
+		}
+	}
+	if s.Len() != 0 {
+		t.Fatalf("%d sources tracked", s.Len())
+	}
+}
+
 func TestConnectionsCountAsPackets(t *testing.T) {
 	s := fixture(t, "budget: {packets: 1, packet_burst: 3}", core.Deps{}, newClock())
 	m := &core.PacketMeta{Src: netip.MustParseAddrPort("192.0.2.7:40000"), Transport: "tls", Conn: true}
