@@ -85,6 +85,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (*gateway, 
 
 func (gw *gateway) start(ctx context.Context) (err error) {
 	cfg, log := gw.cfg, gw.log
+	sip.TuneTimers() // before the echo upstream's user agent starts
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}

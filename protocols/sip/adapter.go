@@ -163,16 +163,7 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 		a.registrar = a.upstreams[cfg.Registrar]
 	}
 
-	// sipgo keeps an INVITE transaction in its Accepted state for Timer L
-	// (server) or Timer M (client), 64*T1 = 32 s, and does not stop those
-	// timers when the transaction is terminated, so each one holds its
-	// messages for 32 s. The adapter ends its INVITE transactions itself
-	// once the 2xx is out (retransmitting the 2xx and catching the ACK in
-	// the call, acknowledging stray 2xx from the dialog), so the two
-	// timers only hold memory: 5 s, like Kamailio's wait timer, is enough
-	// for the rare transaction the adapter leaves to sipgo (a re-INVITE).
-	sip.Timer_L = 5 * time.Second
-	sip.Timer_M = 5 * time.Second
+	TuneTimers()
 	sipLog := a.log.With("component", "sipgo")
 	a.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.UserAgent),
@@ -208,6 +199,27 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 		a.srv.OnRequest(m, a.onOther)
 	}
 	return a, nil
+}
+
+var tuneOnce sync.Once
+
+// TuneTimers sets sipgo's transaction timers for a B2BUA; call it before
+// any sipgo user agent runs in the process (sipgo keeps them in package
+// variables). New calls it too.
+//
+// sipgo keeps an INVITE transaction in its Accepted state for Timer L
+// (server) or Timer M (client), 64*T1 = 32 s, and does not stop those
+// timers when the transaction is terminated, so each one holds its
+// messages for 32 s. The adapter ends its INVITE transactions itself once
+// the 2xx is out (retransmitting the 2xx and catching the ACK in the call,
+// acknowledging stray 2xx from the dialog), so the two timers only hold
+// memory: 5 s, like Kamailio's wait timer, is enough for the rare
+// transaction the adapter leaves to sipgo (a re-INVITE).
+func TuneTimers() {
+	tuneOnce.Do(func() {
+		sip.Timer_L = 5 * time.Second
+		sip.Timer_M = 5 * time.Second
+	})
 }
 
 // SetPipeline swaps the pipeline every new request runs through. Requests

@@ -22,7 +22,8 @@ type peer struct {
 	addr string
 }
 
-func newPeer(t *testing.T) *peer {
+// newPeer starts a peer; setup registers its handlers before it serves.
+func newPeer(t *testing.T, setup ...func(*sipgo.Server)) *peer {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -32,6 +33,9 @@ func newPeer(t *testing.T) *peer {
 	srv, _ := sipgo.NewServer(ua)
 	p := &peer{ua: ua, srv: srv, addr: pc.LocalAddr().String()}
 	p.cli, _ = sipgo.NewClient(ua, sipgo.WithClientAddr(p.addr))
+	for _, f := range setup {
+		f(srv)
+	}
 	go srv.ServeUDP(pc)
 	t.Cleanup(func() { ua.Close(); pc.Close() })
 	return p
@@ -96,25 +100,27 @@ func assertNoLeak(t *testing.T, what string, msg interface {
 const leakyPBXSDP = "v=0\r\no=SecretPBX 1 1 IN IP4 10.9.8.7\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 
 func TestTopologyHiding(t *testing.T) {
-	pbx := newPeer(t)
 	invites := make(chan *sip.Request, 1)
 	byes := make(chan *sip.Request, 1)
-	pbx.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-		invites <- req
-		res := sip.NewResponseFromRequest(req, 200, "OK", []byte(leakyPBXSDP))
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: pbx.addr[:strings.LastIndexByte(pbx.addr, ':')], Port: portOf(pbx.addr)}})
-		res.AppendHeader(sip.NewHeader("Record-Route", "<sip:"+pbx.addr+";lr;x=pbx.internal>"))
-		res.AppendHeader(sip.NewHeader("Server", "SecretPBX 9.1"))
-		res.AppendHeader(sip.NewHeader("Warning", `399 pbx.internal "secret-route"`))
-		res.AppendHeader(sip.NewHeader("X-Internal-Trunk", "10.9.8.7"))
-		res.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:1001@10.9.8.7>"))
-		tx.Respond(res)
-	})
-	pbx.srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
-	pbx.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		byes <- req
-		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	pbx := newPeer(t, func(srv *sipgo.Server) {
+		srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+			invites <- req
+			self := hostPort(req.Recipient.Host, req.Recipient.Port) // the PBX's own address
+			res := sip.NewResponseFromRequest(req, 200, "OK", []byte(leakyPBXSDP))
+			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: req.Recipient.Host, Port: req.Recipient.Port}})
+			res.AppendHeader(sip.NewHeader("Record-Route", "<sip:"+self+";lr;x=pbx.internal>"))
+			res.AppendHeader(sip.NewHeader("Server", "SecretPBX 9.1"))
+			res.AppendHeader(sip.NewHeader("Warning", `399 pbx.internal "secret-route"`))
+			res.AppendHeader(sip.NewHeader("X-Internal-Trunk", "10.9.8.7"))
+			res.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:1001@10.9.8.7>"))
+			tx.Respond(res)
+		})
+		srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+		srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+			byes <- req
+			tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		})
 	})
 	_, gw := startAdapter(t, pbx.addr)
 

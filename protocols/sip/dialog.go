@@ -70,16 +70,6 @@ func (t *dialogTable) del(callID, tag string) {
 	sh.mu.Unlock()
 }
 
-func (t *dialogTable) len() int {
-	n := 0
-	for i := range t.shards {
-		t.shards[i].mu.RLock()
-		n += len(t.shards[i].m)
-		t.shards[i].mu.RUnlock()
-	}
-	return n
-}
-
 // each calls f once for every call in the table.
 func (t *dialogTable) each(f func(*call)) {
 	seen := map[*call]bool{}

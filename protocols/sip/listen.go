@@ -29,13 +29,6 @@ type listener struct {
 	ln net.Listener
 }
 
-func (l *listener) network() string {
-	if l.addr.Addr().Is4() {
-		return "ip4"
-	}
-	return "ip6"
-}
-
 // open binds the listener's socket, wrapped so that the network stages see
 // every datagram and every new connection before sipgo parses anything.
 func (a *Adapter) open(ctx context.Context, cfg Listener) (*listener, error) {

@@ -2,7 +2,6 @@ package sip
 
 import (
 	"context"
-	"strings"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -98,10 +97,4 @@ func (a *Adapter) relay(in *inbound) {
 	copySafe(res, resA, safeResponseHeaders)
 	setBody(res, resA, in.l.host)
 	a.respond(in, resA)
-}
-
-// isLoopbackName reports whether a host is a loopback address.
-func isLoopbackName(h string) bool {
-	h = strings.Trim(h, "[]")
-	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1"
 }
