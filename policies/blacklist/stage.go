@@ -71,6 +71,7 @@ type Stage struct {
 	never []netip.Prefix
 
 	snap atomic.Pointer[snapshot]
+	next atomic.Pointer[Stage] // the stage that inherited this one
 
 	mu     sync.Mutex // guards recs, closed and sends on ops
 	recs   map[string]*record
@@ -200,6 +201,46 @@ func newStage(cfg Config, deps core.Deps, now func() time.Time) (*Stage, error) 
 	return s, nil
 }
 
+// Inherit takes over prev's blacklist, for a configuration reload:
+// cmd/ucgate calls it before the new stage sees traffic. The new stage
+// loaded the blocks in force from core.State; from prev it also takes the
+// blocks not yet written there and the offences remembered for sources
+// whose blocks ended. From then on prev hands everything to the new stage:
+// its packet checks, Block and BlockFor from stages of the old pipeline,
+// and its operator API.
+func (s *Stage) Inherit(prev *Stage) {
+	if prev == nil || prev == s || s.next.Load() != nil {
+		return
+	}
+	prev.mu.Lock()
+	recs := make([]record, 0, len(prev.recs))
+	for _, r := range prev.recs {
+		recs = append(recs, *r)
+	}
+	prev.mu.Unlock()
+	now := s.now()
+	s.mu.Lock()
+	for _, r := range recs {
+		if cur, ok := s.recs[r.b.Key]; !ok || r.b.Created.After(cur.b.Created) {
+			s.recs[r.b.Key] = &r
+		}
+	}
+	s.rebuild(now)
+	s.mu.Unlock()
+	prev.next.CompareAndSwap(nil, s)
+}
+
+// latest is the stage that inherited s last, or s.
+func (s *Stage) latest() *Stage {
+	for {
+		n := s.next.Load()
+		if n == nil {
+			return s
+		}
+		s = n
+	}
+}
+
 // Name implements core.Stage.
 func (s *Stage) Name() string { return Name }
 
@@ -219,6 +260,7 @@ func (s *Stage) DecidePacket(p *core.PacketMeta) core.Verdict {
 }
 
 func (s *Stage) check(a netip.Addr) core.Verdict {
+	s = s.latest()
 	if !s.cfg.Enabled {
 		return core.Verdict{}
 	}
@@ -294,6 +336,7 @@ func (s *Stage) BlockFor(src netip.Addr, d time.Duration, rule, reason string) {
 }
 
 func (s *Stage) block(src netip.Addr, fixed time.Duration, rule, reason string) {
+	s = s.latest()
 	a := src.Unmap().WithZone("")
 	if !s.cfg.Enabled || !a.IsValid() {
 		return
@@ -376,6 +419,7 @@ func (s *Stage) blocked(b core.Block, d time.Duration, fresh bool) {
 
 // List returns the blocks in force, by key.
 func (s *Stage) List() []core.Block {
+	s = s.latest()
 	now := s.now()
 	s.mu.Lock()
 	out := make([]core.Block, 0, len(s.recs))
@@ -399,6 +443,7 @@ func (s *Stage) Add(key string, d time.Duration, reason string) error {
 }
 
 func (s *Stage) add(key string, d time.Duration, reason string) (core.Block, error) {
+	s = s.latest()
 	p, key, msg := parseKey(key)
 	if msg != "" {
 		return core.Block{}, fmt.Errorf("%w: %s", ErrBadKey, msg)
@@ -443,6 +488,7 @@ func (s *Stage) add(key string, d time.Duration, reason string) (core.Block, err
 // Remove lifts the block of key (an address or a CIDR prefix, as listed)
 // and forgets its offences. ErrNotBlocked if key is not blocked.
 func (s *Stage) Remove(key string) error {
+	s = s.latest()
 	p, key, msg := parseKey(key)
 	if msg != "" {
 		return fmt.Errorf("%w: %s", ErrBadKey, msg)

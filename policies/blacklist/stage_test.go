@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -617,5 +618,57 @@ func TestBlockFor(t *testing.T) {
 	s2.BlockFor(src, time.Hour, "triggers/scan", "")
 	if l := s2.List(); len(l) != 0 {
 		t.Fatalf("BlockFor ignored allow_never_block: %+v", l)
+	}
+}
+
+func TestInherit(t *testing.T) {
+	c := newClock()
+	st, _ := state.Open("", "")
+	reg := prometheus.NewRegistry()
+	old := fixture(t, "", core.Deps{State: st, Metrics: reg}, c)
+	src := netip.MustParseAddr("192.0.2.7")
+	old.Block(src, "ratelimit/flood", "")
+	c.add(11 * time.Minute)
+	old.cleanup() // the block ended; its offence is remembered
+	old.Block(netip.MustParseAddr("192.0.2.8"), "scan/agent", "")
+	old.flush()
+
+	// The reload: a new stage loads from the store, then inherits.
+	s := fixture(t, "block_time: 1m", core.Deps{State: st, Metrics: reg}, c)
+	if l := s.List(); len(l) != 1 || l[0].Key != "192.0.2.8" {
+		t.Fatalf("loaded %+v", l)
+	}
+	s.Inherit(old)
+	s.Inherit(s)
+	old.Inherit(s) // no cycle: old already has a successor
+	// The remembered offence carried over: a second offence, 2 x 1m.
+	s.Block(src, "ratelimit/flood", "")
+	for _, b := range s.List() {
+		if b.Key == "192.0.2.7" && (b.Offences != 2 || b.Until.Sub(b.Created) != 2*time.Minute) {
+			t.Fatalf("after the reload: %+v", b)
+		}
+	}
+	// The old stage hands over: a block through it lands in the new one,
+	// and its packet checks see the new one's blocks.
+	old.Block(netip.MustParseAddr("2001:db8::9"), "ratelimit/flood", "")
+	if v := s.DecidePacket(packet("[2001:db8::9]:5060")); v.Action != core.Drop {
+		t.Fatal("a block through the old stage did not reach the new one")
+	}
+	if v := old.DecidePacket(packet("192.0.2.7:5060")); v.Action != core.Drop {
+		t.Fatal("the old stage does not see the new one's blocks")
+	}
+	if err := old.Remove("192.0.2.7"); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.DecidePacket(packet("192.0.2.7:5060")); v.Action != core.Allow {
+		t.Fatal("a removal through the old stage did not reach the new one")
+	}
+	if code, body := do(t, old.Handler(), "GET", "/blacklist", ""); code != 200 || !strings.Contains(body, "2001:db8::9") {
+		t.Fatalf("old handler: %d %s", code, body)
+	}
+	_ = old.Close()
+	s.Block(netip.MustParseAddr("192.0.2.10"), "ratelimit/flood", "")
+	if v := s.DecidePacket(packet("192.0.2.10:5060")); v.Action != core.Drop {
+		t.Fatal("new stage broken by the old one's Close")
 	}
 }

@@ -40,12 +40,17 @@ type Stage struct {
 	cfg   Config
 	log   *slog.Logger
 	zones map[string]int // per_source by zone; nil when none
-	total atomic.Int64
-
-	shards [nShards]shard
+	tab   atomic.Pointer[table]
 
 	refusedSource, refusedTotal prometheus.Counter
 	open                        prometheus.Gauge
+}
+
+// table is the count of open connections. A reload's stage inherits its
+// predecessor's, so that both count the same connections.
+type table struct {
+	total  atomic.Int64
+	shards [nShards]shard
 }
 
 type shard struct {
@@ -75,10 +80,12 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 			s.zones[n] = z.PerSource
 		}
 	}
-	for i := range s.shards {
-		s.shards[i].perSource = map[netip.Addr]int32{}
-		s.shards[i].conns = map[connID]int32{}
+	tab := new(table)
+	for i := range tab.shards {
+		tab.shards[i].perSource = map[netip.Addr]int32{}
+		tab.shards[i].conns = map[connID]int32{}
 	}
+	s.tab.Store(tab)
 	vec := register(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_conncap_refused_total",
 		Help: "New connections closed at once, by rule.",
@@ -92,6 +99,17 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 		Help: "Connections open (counted by the stage).",
 	}))
 	return s, nil
+}
+
+// Inherit takes over prev's counts, for a configuration reload: cmd/ucgate
+// calls it before the new stage sees traffic. From then on both stages
+// count in the same table, each under its own caps, so a connection
+// opened under the old pipeline is uncounted by its ConnClosed there.
+func (s *Stage) Inherit(prev *Stage) {
+	if prev == nil || prev == s {
+		return
+	}
+	s.tab.Store(prev.tab.Load())
 }
 
 // Name implements core.Stage.
@@ -127,17 +145,18 @@ func (s *Stage) DecidePacket(p *core.PacketMeta) core.Verdict {
 			limit = z
 		}
 	}
+	tab := s.tab.Load()
 	src := s.key(p.Src.Addr())
 	id := connID{p.Src, p.Local}
-	sh := s.shardOf(src)
+	sh := tab.shardOf(src)
 	sh.mu.Lock()
 	if src.IsValid() && int(sh.perSource[src]) >= limit {
 		sh.mu.Unlock()
 		s.refusedSource.Inc()
 		return verdictSource
 	}
-	if s.total.Add(1) > int64(s.cfg.Total) {
-		s.total.Add(-1)
+	if tab.total.Add(1) > int64(s.cfg.Total) {
+		tab.total.Add(-1)
 		sh.mu.Unlock()
 		s.refusedTotal.Inc()
 		return verdictTotal
@@ -155,9 +174,10 @@ func (s *Stage) DecidePacket(p *core.PacketMeta) core.Verdict {
 // count (refused, opened before a reload, or reported twice) changes
 // nothing.
 func (s *Stage) ConnClosed(p *core.PacketMeta) {
+	tab := s.tab.Load()
 	src := s.key(p.Src.Addr())
 	id := connID{p.Src, p.Local}
-	sh := s.shardOf(src)
+	sh := tab.shardOf(src)
 	sh.mu.Lock()
 	n, ok := sh.conns[id]
 	if !ok {
@@ -174,7 +194,7 @@ func (s *Stage) ConnClosed(p *core.PacketMeta) {
 	} else {
 		delete(sh.perSource, src)
 	}
-	s.total.Add(-1)
+	tab.total.Add(-1)
 	sh.mu.Unlock()
 	s.open.Dec()
 }
@@ -182,12 +202,13 @@ func (s *Stage) ConnClosed(p *core.PacketMeta) {
 // Open reports how many connections are counted: all of them, and those
 // of src.
 func (s *Stage) Open(src netip.Addr) (total, ofSource int) {
+	tab := s.tab.Load()
 	k := s.key(src)
-	sh := s.shardOf(k)
+	sh := tab.shardOf(k)
 	sh.mu.Lock()
 	ofSource = int(sh.perSource[k])
 	sh.mu.Unlock()
-	return int(s.total.Load()), ofSource
+	return int(tab.total.Load()), ofSource
 }
 
 // key is the source a count stands for: the address, or its prefix.
@@ -204,13 +225,13 @@ func (s *Stage) key(a netip.Addr) netip.Addr {
 	return p.Addr()
 }
 
-func (s *Stage) shardOf(a netip.Addr) *shard {
+func (t *table) shardOf(a netip.Addr) *shard {
 	b := a.As16()
 	h := binary.BigEndian.Uint64(b[:8])*0x9e3779b97f4a7c15 ^ binary.BigEndian.Uint64(b[8:])
 	h ^= h >> 30
 	h *= 0xbf58476d1ce4e5b9
 	h ^= h >> 27
-	return &s.shards[h%nShards]
+	return &t.shards[h%nShards]
 }
 
 // register registers c on reg (which may be nil). When a collector of the

@@ -135,9 +135,10 @@ func TestConnClosedCountsDown(t *testing.T) {
 	if total, src := s.Open(netip.MustParseAddr("198.51.100.7")); total != 0 || src != 0 {
 		t.Fatalf("all closed: total %d, source %d", total, src)
 	}
-	for i := range s.shards {
-		if len(s.shards[i].perSource) != 0 || len(s.shards[i].conns) != 0 {
-			t.Fatalf("shard %d keeps %v %v", i, s.shards[i].perSource, s.shards[i].conns)
+	tab := s.tab.Load()
+	for i := range tab.shards {
+		if len(tab.shards[i].perSource) != 0 || len(tab.shards[i].conns) != 0 {
+			t.Fatalf("shard %d keeps %v %v", i, tab.shards[i].perSource, tab.shards[i].conns)
 		}
 	}
 	if got := gauge(t, reg, "ucgate_conncap_connections"); got != 0 {
@@ -164,6 +165,41 @@ func TestSameAddressTwice(t *testing.T) {
 	s.ConnClosed(m)
 	if total, _ := s.Open(netip.Addr{}); total != 0 {
 		t.Fatalf("total %d, want 0", total)
+	}
+}
+
+func TestInherit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	old := fixture(t, "per_source: 4\ntotal: 10", reg)
+	a := []*core.PacketMeta{conn("198.51.100.7", "", 0), conn("198.51.100.7", "", 1), conn("198.51.100.7", "", 2)}
+	for _, m := range a {
+		old.DecidePacket(m)
+	}
+	// The reload lowers the cap: the source already holds more.
+	s := fixture(t, "per_source: 2\ntotal: 10", reg)
+	s.Inherit(old)
+	s.Inherit(s) // harmless
+	s.Inherit(nil)
+	if v := s.DecidePacket(conn("198.51.100.7", "", 3)); v.Rule != RuleSource {
+		t.Fatalf("the new stage does not see the old connections: %q", v.Rule)
+	}
+	// Connections of the old pipeline close through the old stage.
+	old.ConnClosed(a[0])
+	old.ConnClosed(a[1])
+	if total, src := s.Open(netip.MustParseAddr("198.51.100.7")); total != 1 || src != 1 {
+		t.Fatalf("after old closes: total %d, source %d", total, src)
+	}
+	m := conn("198.51.100.7", "", 4)
+	if v := s.DecidePacket(m); v.Action != core.Allow {
+		t.Fatalf("new connection refused: %q", v.Rule)
+	}
+	s.ConnClosed(m)
+	old.ConnClosed(a[2])
+	if total, _ := s.Open(netip.Addr{}); total != 0 {
+		t.Fatalf("total %d", total)
+	}
+	if got := gauge(t, reg, "ucgate_conncap_connections"); got != 0 {
+		t.Fatalf("gauge = %v", got)
 	}
 }
 

@@ -98,6 +98,8 @@ func newClass(b Budget, trusted bool) *class {
 // bucket is one source's state. Times are ns since Stage.epoch.
 type bucket struct {
 	class    *class
+	src      netip.Addr // the first source seen, and its zone: what chose class
+	zone     string
 	pkt, byt int64 // theoretical arrival times (GCRA)
 	seen     int64
 	winStart int64 // start of the current flood window
@@ -225,6 +227,45 @@ func newStage(cfg Config, deps core.Deps, now func() time.Time) (*Stage, error) 
 	}))
 	go s.sweepLoop()
 	return s, nil
+}
+
+// Inherit takes over prev's sources, for a configuration reload: cmd/ucgate
+// calls it before the new stage sees traffic. Each source keeps its
+// buckets and flood state under the budget the new configuration gives it;
+// the global budget carries over too. Sources beyond the new max_sources
+// are left behind (they start afresh).
+func (s *Stage) Inherit(prev *Stage) {
+	if prev == nil || prev == s {
+		return
+	}
+	shift := int64(prev.epoch.Sub(s.epoch)) // prev's times in s's
+	now := int64(s.now().Sub(s.epoch))
+	for i := range prev.shards {
+		psh := &prev.shards[i]
+		psh.mu.Lock()
+		for k, b := range psh.m {
+			sh := s.shardOf(k)
+			sh.mu.Lock()
+			if _, ok := sh.m[k]; !ok && len(sh.m) < s.perShard {
+				nb := *b
+				nb.class = s.classFor(b.src, b.zone)
+				// The tokens left carry over, not the time to refill them.
+				left := float64(b.class.pktLimit-max(b.pkt+shift-now, 0)) / float64(b.class.pktInterval)
+				nb.pkt = now + max(nb.class.pktLimit-int64(left*float64(nb.class.pktInterval)), 0)
+				left = float64(b.class.byteLimit-max(b.byt+shift-now, 0)) / b.class.nsPerByte
+				nb.byt = now + max(nb.class.byteLimit-int64(left*nb.class.nsPerByte), 0)
+				nb.seen += shift
+				nb.winStart += shift
+				nb.lastDrop += shift
+				sh.m[k] = &nb
+			}
+			sh.mu.Unlock()
+		}
+		psh.mu.Unlock()
+	}
+	if s.global.interval > 0 && prev.global.interval > 0 {
+		s.global.tat.Store(prev.global.tat.Load() + shift)
+	}
 }
 
 // Name implements core.Stage.
@@ -356,6 +397,7 @@ func (s *Stage) insert(sh *shard, key, src netip.Addr, zone string, now int64) *
 		b = new(bucket)
 	}
 	b.class = s.classFor(src, zone)
+	b.src, b.zone = src, zone
 	b.pkt, b.byt = now, now
 	b.winStart, b.lastDrop = now, now-s.window-1
 	sh.m[key] = b

@@ -432,6 +432,58 @@ func TestConcurrentUse(t *testing.T) {
 	}
 }
 
+func TestInherit(t *testing.T) {
+	c := newClock()
+	bl := &blocker{}
+	old := fixture(t, "flood_drops: 10\nglobal_packets: 10\nglobal_burst: 300", core.Deps{Blocker: bl}, c)
+	m := meta("192.0.2.7:5060", "internet", 0)
+	for range 100 + 11 { // the burst, then a flood
+		old.DecidePacket(m)
+	}
+	trunk := meta("198.51.100.1:5060", "trunk", 0)
+	for range 100 {
+		old.DecidePacket(trunk)
+	}
+	if bl.n() != 1 {
+		t.Fatalf("%d blocks before the reload", bl.n())
+	}
+	c.add(time.Second) // 50 packets of refill, at the old rate
+	// The reload halves the budget and stops trusting the trunk zone.
+	s := fixture(t, "budget: {packets: 25, packet_burst: 100}\nzones: {trunk: {trusted: false}}\nflood_drops: 10\nglobal_packets: 10\nglobal_burst: 300", core.Deps{Blocker: bl}, c)
+	s.Inherit(old)
+	s.Inherit(nil)
+	n := 0
+	for s.DecidePacket(m).Action == core.Allow {
+		n++
+	}
+	if n != 50 {
+		t.Fatalf("%d packets after the reload, want the 50 refilled before it", n)
+	}
+	if bl.n() != 1 {
+		t.Fatalf("the flood in progress was blocked again after the reload: %d", bl.n())
+	}
+	if s.Len() != 2 {
+		t.Fatalf("%d sources inherited, want 2", s.Len())
+	}
+	// The global budget carried over: the old stage took 100 packets of
+	// 192.0.2.7 and charged the trusted trunk's 100, a second refilled 10
+	// and the new stage took 50: 60 of the burst of 300 are left.
+	fresh := 0
+	for i := range 200 {
+		if s.DecidePacket(meta(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 1).String(), "", 0)).Action == core.Allow {
+			fresh++
+		}
+	}
+	if fresh != 60 {
+		t.Fatalf("%d new sources passed the inherited global budget, want 60", fresh)
+	}
+	// The trunk's source is no longer trusted: the global budget, now
+	// spent, refuses it.
+	if v := s.DecidePacket(trunk); v.Rule != RuleGlobal {
+		t.Fatalf("trunk after the reload: %q", v.Rule)
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := fixture(t, "max_sources: 1\nglobal_packets: 1\nglobal_burst: 3", core.Deps{Metrics: reg}, newClock())
