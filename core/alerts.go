@@ -13,7 +13,8 @@ import (
 type Alerts struct {
 	ch      chan *SecurityEvent
 	mu      sync.RWMutex
-	subs    []Alerter
+	subs    []subscriber
+	nextID  uint64
 	dropped atomic.Uint64
 	done    chan struct{}
 	once    sync.Once
@@ -29,11 +30,30 @@ func NewAlerts(size int) *Alerts {
 	return a
 }
 
-// Subscribe adds a receiver of every later event.
-func (a *Alerts) Subscribe(s Alerter) {
+type subscriber struct {
+	id uint64
+	Alerter
+}
+
+// Subscribe adds a receiver of every later event and returns the function
+// that removes it again (events already queued may still reach it).
+func (a *Alerts) Subscribe(s Alerter) (unsubscribe func()) {
 	a.mu.Lock()
-	a.subs = append(a.subs, s)
+	a.nextID++
+	id := a.nextID
+	a.subs = append(a.subs, subscriber{id, s})
 	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		subs := make([]subscriber, 0, len(a.subs))
+		for _, x := range a.subs {
+			if x.id != id {
+				subs = append(subs, x)
+			}
+		}
+		a.subs = subs
+	}
 }
 
 // Alert queues e for the subscribers. It never blocks. A nil *Alerts

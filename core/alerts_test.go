@@ -29,3 +29,22 @@ func TestAlertsDeliverAndNeverBlock(t *testing.T) {
 	var nilA *Alerts
 	nilA.Alert(&SecurityEvent{}) // a nil dispatcher discards
 }
+
+func TestUnsubscribe(t *testing.T) {
+	a := NewAlerts(16)
+	got := make(chan string, 16)
+	stop := a.Subscribe(AlertFunc(func(e *SecurityEvent) { got <- "first:" + e.Rule }))
+	a.Subscribe(AlertFunc(func(e *SecurityEvent) { got <- "second:" + e.Rule }))
+	a.Alert(&SecurityEvent{Rule: "a"})
+	<-got
+	<-got
+	stop()
+	a.Alert(&SecurityEvent{Rule: "b"})
+	a.Close()
+	close(got)
+	for s := range got {
+		if s != "second:b" {
+			t.Fatalf("after unsubscribe: %s", s)
+		}
+	}
+}
