@@ -11,4 +11,18 @@ package core
 //
 // Every package under policies/ appears here exactly once and has a
 // constructor in cmd/ucgate; a test in cmd/ucgate checks both.
-var StageOrder = []string{}
+var StageOrder = []string{
+	// network: before anything is parsed; cheapest and most decisive first.
+	"acl",       // a source that may never talk to us
+	"blacklist", // a source that may not talk to us now
+	"ratelimit", // per-source budgets; a flood ends on the blacklist
+	"conncap",   // connections per source and in total
+	// application: on the parsed request.
+	"scan",        // first, so that a scanner gets silence before any 4xx tells it something is here
+	"tlsrequired", // a zone's transport rule, before reading anything else
+	"validate",    // never judge further what we cannot read
+	"dialog",      // in-dialog requests for dialogs that do not exist or from the wrong peer
+	"bruteforce",  // a locked-out source or user, before auth looks at credentials
+	"auth",        // digest authentication
+	"admission",   // last: only calls that would otherwise proceed take a slot
+}

@@ -20,9 +20,26 @@ type gw struct {
 	udp, tcp, tls, udp6, tcp6 string
 }
 
+// trustLoopback is the policies section of the gateways that test the
+// back-to-back user agent itself: the sipp and baresip peers on loopback
+// play trunks and PBXs, which an operator lists as trusted; every control
+// stays on. The security tests configure the controls for themselves.
+const trustLoopback = `policies:
+  auth: {trusted: [127.0.0.0/8, "::1"]}
+  ratelimit: {trusted: [127.0.0.0/8, "::1"]}
+  admission:
+    source: {concurrent: 0, rate: 0}
+    user: {concurrent: 0, rate: 0}
+`
+
 // startGW starts ucgate with UDP, TCP and TLS listeners on 127.0.0.1 and
 // UDP and TCP on ::1, and the given upstream section.
 func startGW(t *testing.T, upstreams string) *gw {
+	return startGWWith(t, upstreams, trustLoopback)
+}
+
+// startGWWith is startGW with a policies section of the caller's.
+func startGWWith(t *testing.T, upstreams, policies string) *gw {
 	t.Helper()
 	g := &gw{}
 	p4, ptls, p6 := h.FreePort(t, "udp"), h.FreeTCPPort(t), h.FreePort(t, "udp6")
@@ -39,7 +56,7 @@ sip:
     - {zone: internet, transport: tls, listen: "%s"}
     - {zone: internet, transport: udp, listen: "%s"}
     - {zone: internet, transport: tcp, listen: "%s"}
-%s`, g.udp, g.tcp, g.tls, g.udp6, g.tcp6, upstreams)
+%s%s`, g.udp, g.tcp, g.tls, g.udp6, g.tcp6, upstreams, policies)
 	g.Gateway = h.StartGateway(t, h.GatewayConfig{YAML: yaml, UDP: []string{g.udp, g.udp6}, TCP: []string{g.tcp, g.tls, g.tcp6}})
 	return g
 }

@@ -19,11 +19,20 @@ var defaultYAML []byte
 type Config struct {
 	// DataDir holds the journal database, generated certificates and
 	// embedded state. Relative paths are relative to the working directory.
-	DataDir string         `yaml:"data_dir"`
-	Log     LogConfig      `yaml:"log"`
-	Admin   AdminConfig    `yaml:"admin"`
-	SIP     sip.Config     `yaml:"sip"`
-	Journal journal.Config `yaml:"journal"`
+	DataDir  string         `yaml:"data_dir"`
+	Log      LogConfig      `yaml:"log"`
+	Admin    AdminConfig    `yaml:"admin"`
+	SIP      sip.Config     `yaml:"sip"`
+	Journal  journal.Config `yaml:"journal"`
+	Policies Policies       `yaml:"policies"`
+	State    StateConfig    `yaml:"state"`
+}
+
+// StateConfig is the state section: where the blacklist and users live.
+type StateConfig struct {
+	// Path is the embedded state database, relative to data_dir. Default
+	// "state.db".
+	Path string `yaml:"path"`
 }
 
 // LogConfig is the log section.
@@ -44,10 +53,12 @@ type AdminConfig struct {
 
 func defaults() Config {
 	return Config{
-		DataDir: "./data",
-		Log:     LogConfig{Level: "info", Format: "text"},
-		SIP:     sip.Defaults(),
-		Journal: journal.Defaults(),
+		DataDir:  "./data",
+		Log:      LogConfig{Level: "info", Format: "text"},
+		SIP:      sip.Defaults(),
+		Journal:  journal.Defaults(),
+		Policies: defaultPolicies(),
+		State:    StateConfig{Path: "state.db"},
 	}
 }
 
@@ -70,7 +81,11 @@ func (c Config) Validate() error {
 			errs = append(errs, config.Invalid("admin.listen", "must be ip:port, got %q", c.Admin.Listen))
 		}
 	}
-	errs = append(errs, config.Nest("sip", c.SIP.Validate()), config.Nest("journal", c.Journal.Validate()))
+	if c.State.Path == "" {
+		errs = append(errs, config.Invalid("state.path", "must be set"))
+	}
+	errs = append(errs, config.Nest("sip", c.SIP.Validate()), config.Nest("journal", c.Journal.Validate()),
+		config.Nest("policies", c.Policies.Validate()))
 	return errors.Join(errs...)
 }
 

@@ -3,6 +3,8 @@
 //	ucgate run [-c FILE]       start the gateway (embedded default without -c)
 //	ucgate check -c FILE       validate a configuration, every error with its line
 //	ucgate cdr [filters]       list call detail records from the journal
+//	ucgate users add|remove|list          users for digest authentication
+//	ucgate blacklist list|add|remove      the running gateway's blacklist
 //	ucgate defaults            print the embedded default configuration
 package main
 
@@ -18,7 +20,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ucgate/ucgate/core/config"
 	"github.com/ucgate/ucgate/core/journal"
 )
 
@@ -39,6 +40,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout)
 	case "cdr":
 		err = cmdCDR(args[1:], stdout)
+	case "users":
+		err = cmdUsers(args[1:], stdout)
+	case "blacklist":
+		err = cmdBlacklist(args[1:], stdout)
 	case "defaults":
 		_, err = stdout.Write(defaultYAML)
 	case "help", "-h", "--help":
@@ -70,6 +75,8 @@ commands:
                      (loopback listeners, journal in ./data, demo echo upstream)
   check -c FILE      validate a configuration file; every error with its line
   cdr [flags]        list call detail records from the journal database
+  users add|remove|list   manage the users digest authentication knows
+  blacklist list|add|remove   inspect and change the running gateway's blacklist
   defaults           print the embedded default configuration
 `)
 }
@@ -173,5 +180,3 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
-
-var _ = config.Invalid

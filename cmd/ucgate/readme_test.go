@@ -2,6 +2,8 @@ package main
 
 import (
 	"os"
+
+	"github.com/ucgate/ucgate/core/config"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,7 +22,7 @@ func TestReadmeConfigsAreValid(t *testing.T) {
 		}
 		for i, block := range yamlBlocks(string(b)) {
 			n++
-			if _, err := parseConfig([]byte(block), f); err != nil {
+			if err := checkOverDefault([]byte(block), f); err != nil {
 				t.Errorf("%s, yaml block %d:\n%v", f, i+1, err)
 			}
 		}
@@ -28,6 +30,20 @@ func TestReadmeConfigsAreValid(t *testing.T) {
 	if n == 0 {
 		t.Fatal("no ```yaml ucgate blocks found")
 	}
+}
+
+// checkOverDefault validates a README fragment laid over the embedded
+// default configuration (a policy's example names only its own section).
+func checkOverDefault(block []byte, name string) error {
+	cfg := defaults()
+	if _, err := config.Decode(defaultYAML, "(embedded default)", &cfg); err != nil {
+		return err
+	}
+	root, err := config.Decode(block, name, &cfg)
+	if err != nil {
+		return err
+	}
+	return config.Locate(root, name, cfg.Validate())
 }
 
 func yamlBlocks(md string) []string {

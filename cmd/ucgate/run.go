@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 
 	"github.com/ucgate/ucgate/core"
 	"github.com/ucgate/ucgate/core/journal"
+	"github.com/ucgate/ucgate/core/state"
+	"github.com/ucgate/ucgate/policies/triggers"
 	"github.com/ucgate/ucgate/protocols/sip"
 	"github.com/ucgate/ucgate/protocols/sip/echo"
 )
@@ -63,14 +66,37 @@ func cmdRun(args []string, stderr io.Writer) error {
 
 // gateway is a running ucgate: its adapters, journal, state and servers.
 type gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	journal *journal.Journal
-	sip     *sip.Adapter
-	echo    []*echo.Server
-	admin   *http.Server
-	reg     *prometheus.Registry
-	pipe    *core.Pipeline
+	cfg      Config
+	log      *slog.Logger
+	journal  *journal.Journal
+	state    *state.Store
+	alerts   *core.Alerts
+	triggers *triggers.Triggers
+	sip      *sip.Adapter
+	echo     []*echo.Server
+	admin    *http.Server
+	reg      *prometheus.Registry
+	deps     core.Deps
+
+	mu   sync.Mutex // guards pipe during a reload
+	pipe *pipeline
+}
+
+// pipeline is a built pipeline with what must be undone when it retires.
+type pipeline struct {
+	*core.Pipeline
+	deps        core.Deps // with the Blocker the pipeline's blacklist provides
+	unsubscribe []func()
+}
+
+func (p *pipeline) close() error {
+	if p == nil {
+		return nil
+	}
+	for _, u := range p.unsubscribe {
+		u()
+	}
+	return p.Pipeline.Close()
 }
 
 func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (*gateway, error) {
@@ -94,7 +120,14 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 	}
 	gw.reg = prometheus.NewRegistry()
 	gw.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	deps := core.Deps{Log: log, Journal: gw.journal, Sessions: core.NewSessions(), Metrics: gw.reg, DataDir: cfg.DataDir}
+	if gw.state, err = state.Open(cfg.State.Path, cfg.DataDir); err != nil {
+		return err
+	}
+	gw.alerts = core.NewAlerts(65536)
+	gw.alerts.Subscribe(core.AlertFunc(gw.journalSecurity))
+	deps := core.Deps{Log: log, Journal: gw.journal, Sessions: core.NewSessions(), Metrics: gw.reg,
+		DataDir: cfg.DataDir, State: gw.state, Alerts: gw.alerts}
+	gw.deps = deps
 
 	var tlsConf *tls.Config
 	if needsTLS(cfg.SIP) {
@@ -113,13 +146,19 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 			builtin["echo"] = e.Addr()
 		}
 	}
-	if gw.pipe, err = buildPipeline(cfg, deps); err != nil {
+	if gw.pipe, err = buildPipeline(cfg, deps, nil); err != nil {
 		return err
+	}
+	if gw.triggers, err = newTriggers(cfg, gw.pipe.deps, nil); err != nil {
+		return err
+	}
+	if gw.triggers != nil {
+		gw.alerts.Subscribe(gw.triggers)
 	}
 	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin}); err != nil {
 		return err
 	}
-	gw.sip.SetPipeline(gw.pipe)
+	gw.sip.SetPipeline(gw.pipe.Pipeline)
 	if err := gw.sip.Start(ctx); err != nil {
 		return err
 	}
@@ -146,51 +185,103 @@ func needsTLS(c sip.Config) bool {
 }
 
 // buildPipeline builds the stages the configuration turns on, in
-// core.StageOrder.
-func buildPipeline(cfg Config, deps core.Deps) (*core.Pipeline, error) {
+// core.StageOrder. The blacklist, once built, is the Blocker of the stages
+// after it; stages that learn from security events (brute-force counting)
+// are subscribed to them. prev is the pipeline a reload replaces.
+func buildPipeline(cfg Config, deps core.Deps, prev *pipeline) (*pipeline, error) {
+	p := &pipeline{}
 	var stages []core.Stage
-	for _, name := range core.StageOrder {
-		build, ok := stageConstructors[name]
-		if !ok {
-			return nil, fmt.Errorf("stage %q has no constructor", name)
+	fail := func(err error) (*pipeline, error) {
+		for _, u := range p.unsubscribe {
+			u()
 		}
-		s, err := build(cfg, deps)
-		if err != nil {
-			for _, b := range stages {
-				if c, ok := b.(io.Closer); ok {
-					c.Close()
-				}
+		for _, b := range stages {
+			if c, ok := b.(io.Closer); ok {
+				c.Close()
 			}
-			return nil, fmt.Errorf("stage %s: %w", name, err)
 		}
-		if s != nil {
-			stages = append(stages, s)
+		return nil, err
+	}
+	var prevCore *core.Pipeline
+	if prev != nil {
+		prevCore = prev.Pipeline
+	}
+	for _, name := range core.StageOrder {
+		construct, ok := stageConstructors[name]
+		if !ok {
+			return fail(fmt.Errorf("stage %q has no constructor", name))
+		}
+		s, err := construct(cfg, deps, prevCore)
+		if err != nil {
+			return fail(fmt.Errorf("stage %s: %w", name, err))
+		}
+		if s == nil {
+			continue
+		}
+		stages = append(stages, s)
+		if b, ok := s.(core.Blocker); ok {
+			deps.Blocker = b
+		}
+		if a, ok := s.(core.Alerter); ok && deps.Alerts != nil {
+			p.unsubscribe = append(p.unsubscribe, deps.Alerts.Subscribe(a))
 		}
 	}
-	return core.NewPipeline(core.StageOrder, stages...)
+	cp, err := core.NewPipeline(core.StageOrder, stages...)
+	if err != nil {
+		return fail(err)
+	}
+	p.Pipeline = cp
+	p.deps = deps
+	return p, nil
 }
 
-// stageConstructors maps every stage name in core.StageOrder to the code
-// that builds it from the configuration; a nil stage means "not enabled".
-var stageConstructors = map[string]func(Config, core.Deps) (core.Stage, error){}
+// newTriggers builds the triggers, if any are configured, taking over the
+// windows of the ones they replace.
+func newTriggers(cfg Config, deps core.Deps, prev *triggers.Triggers) (*triggers.Triggers, error) {
+	if !cfg.Policies.Triggers.Enabled {
+		return nil, nil
+	}
+	t, err := triggers.New(cfg.Policies.Triggers, deps)
+	if err != nil {
+		return nil, fmt.Errorf("triggers: %w", err)
+	}
+	if prev != nil {
+		t.Inherit(prev)
+	}
+	return t, nil
+}
 
-// reload validates the file again and swaps in a new pipeline; calls in
-// progress keep running.
+// reload validates the file again and swaps in a new pipeline and new
+// triggers; calls in progress keep running.
 func (gw *gateway) reload(file string) error {
 	cfg, err := loadConfig(file)
 	if err != nil {
 		return err
 	}
-	p, err := buildPipeline(cfg, core.Deps{Log: gw.log, Journal: gw.journal, DataDir: cfg.DataDir})
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	deps := gw.deps
+	p, err := buildPipeline(cfg, deps, gw.pipe)
 	if err != nil {
 		return err
 	}
-	old := gw.pipe
-	gw.sip.SetPipeline(p)
-	gw.pipe = p
+	t, err := newTriggers(cfg, p.deps, gw.triggers)
+	if err != nil {
+		p.close()
+		return err
+	}
+	old, oldT := gw.pipe, gw.triggers
+	gw.sip.SetPipeline(p.Pipeline)
+	gw.pipe, gw.triggers = p, t
+	if t != nil {
+		gw.alerts.Subscribe(t)
+	}
 	go func() {
 		time.Sleep(5 * time.Second) // let in-flight events finish on the old stages
-		old.Close()
+		old.close()
+		if oldT != nil {
+			oldT.Close()
+		}
 	}()
 	return nil
 }
@@ -198,6 +289,7 @@ func (gw *gateway) reload(file string) error {
 func (gw *gateway) startAdmin() error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gw.reg, promhttp.HandlerOpts{}))
+	gw.adminRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"status": "ok", "sip": gw.sip.Listeners()})
@@ -235,8 +327,13 @@ func (gw *gateway) Close() error {
 	for _, e := range gw.echo {
 		errs = append(errs, e.Close())
 	}
-	if gw.pipe != nil {
-		errs = append(errs, gw.pipe.Close())
+	errs = append(errs, gw.pipe.close())
+	if gw.triggers != nil {
+		errs = append(errs, gw.triggers.Close())
+	}
+	errs = append(errs, gw.alerts.Close())
+	if gw.state != nil {
+		errs = append(errs, gw.state.Close())
 	}
 	if gw.journal != nil {
 		errs = append(errs, gw.journal.Close())
@@ -252,4 +349,10 @@ func writeJSONLines(w io.Writer, v []core.CDR) error {
 		}
 	}
 	return nil
+}
+
+// journalSecurity records a security event in the journal.
+func (gw *gateway) journalSecurity(e *core.SecurityEvent) {
+	gw.journal.Transaction(&core.Transaction{Time: e.Time, Protocol: e.Protocol, Zone: e.Zone, Src: e.Src,
+		Method: "SECURITY", From: e.User, Session: e.Session, Action: e.Action, Rule: e.Rule, Detail: e.Detail})
 }
