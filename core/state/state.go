@@ -26,7 +26,15 @@ type Store struct {
 	mu     sync.RWMutex
 	blocks map[string]core.Block
 	users  map[string]core.User
+
+	version int64 // PRAGMA data_version when last loaded
+	stop    chan struct{}
+	done    chan struct{}
 }
+
+// RefreshInterval is how often a Store looks for changes another process
+// (`ucgate users add`) committed to the database.
+const RefreshInterval = 2 * time.Second
 
 var _ core.State = (*Store)(nil)
 
@@ -76,10 +84,51 @@ func Open(path, dataDir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go s.watch()
 	return s, nil
 }
 
+// watch reloads the memory copy when another connection has committed to
+// the database since the last load (SQLite's data_version changes then).
+func (s *Store) watch() {
+	defer close(s.done)
+	t := time.NewTicker(RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.Refresh(); err != nil {
+				continue
+			}
+		}
+	}
+}
+
+// Refresh reloads the memory copy if another process changed the
+// database.
+func (s *Store) Refresh() error {
+	var v int64
+	if err := s.db.QueryRow(`PRAGMA data_version`).Scan(&v); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	same := v == s.version
+	s.mu.RUnlock()
+	if same {
+		return nil
+	}
+	return s.load()
+}
+
 func (s *Store) load() error {
+	var version int64
+	if err := s.db.QueryRow(`PRAGMA data_version`).Scan(&version); err != nil {
+		return fmt.Errorf("state: data version: %w", err)
+	}
+	blocks, users := map[string]core.Block{}, map[string]core.User{}
 	rows, err := s.db.Query(`SELECT key, until, created, rule, reason, offences FROM blocks`)
 	if err != nil {
 		return fmt.Errorf("state: read blocks: %w", err)
@@ -93,7 +142,7 @@ func (s *Store) load() error {
 		}
 		b.Until, _ = time.Parse(time.RFC3339Nano, until)
 		b.Created, _ = time.Parse(time.RFC3339Nano, created)
-		s.blocks[b.Key] = b
+		blocks[b.Key] = b
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("state: read blocks: %w", err)
@@ -112,9 +161,15 @@ func (s *Store) load() error {
 		if err := json.Unmarshal([]byte(rec), &u); err != nil {
 			return fmt.Errorf("state: user record: %w", err)
 		}
-		s.users[u.Name] = u
+		users[u.Name] = u
 	}
-	return urows.Err()
+	if err := urows.Err(); err != nil {
+		return fmt.Errorf("state: read users: %w", err)
+	}
+	s.mu.Lock()
+	s.blocks, s.users, s.version = blocks, users, version
+	s.mu.Unlock()
+	return nil
 }
 
 // PutBlock implements core.State.
@@ -232,6 +287,8 @@ func (s *Store) Close() error {
 	if s == nil || s.db == nil {
 		return nil
 	}
+	close(s.stop)
+	<-s.done
 	err := s.db.Close()
 	s.db = nil
 	return err

@@ -74,3 +74,30 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestSeesAnotherProcessesUsers(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	gw, err := Open("state.db", dir) // the running gateway
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	cli, err := Open("state.db", dir) // `ucgate users add` in another process
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, cli.PutUser(ctx, core.User{Name: "carol", Realm: "r", HA1: map[string]string{"MD5": "x"}}))
+	must(t, cli.Close())
+	if _, err := gw.GetUser(ctx, "carol"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("seen before a refresh: %v", err)
+	}
+	must(t, gw.Refresh())
+	if u, err := gw.GetUser(ctx, "carol"); err != nil || u.Realm != "r" {
+		t.Fatalf("after refresh: %+v %v", u, err)
+	}
+	must(t, gw.Refresh()) // nothing changed: no reload needed, still there
+	if _, err := gw.GetUser(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+}
