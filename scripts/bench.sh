@@ -92,9 +92,13 @@ for p in "$GW_PORT" "$UAS_PORT" "${UAC_PORT:-17080}" "${UAS_CTRL_PORT:-17090}" "
 done
 tcp_bound "$ADMIN_PORT" && die "TCP port $ADMIN_PORT is in use"
 
-CFG=$OUT/ucgate.yaml
-cat >"$CFG" <<EOF
-data_dir: $OUT/data
+# write_config FILE on|off: the gateway under test. With every security
+# stage on, the load generator is what an operator would list as trusted
+# (no credentials, no rate or admission limits on it): every stage still
+# runs on every request. "off" turns every stage off.
+write_config() {
+  cat >"$1" <<EOF
+data_dir: $OUT/data-$2
 admin:
   listen: 127.0.0.1:$ADMIN_PORT
 sip:
@@ -107,18 +111,47 @@ sip:
 journal:
   sqlite: {enabled: true}
 EOF
+  if [[ $2 == on ]]; then
+    cat >>"$1" <<EOF
+policies:
+  auth: {trusted: [127.0.0.0/8]}
+  ratelimit:
+    trusted: [127.0.0.0/8]
+    trusted_budget: {packets: 1000000, packet_burst: 2000000, bytes: 1000000000, byte_burst: 2000000000}
+    global_packets: 0
+  admission:
+    source: {concurrent: 0, rate: 0}
+    user: {concurrent: 0, rate: 0}
+    global: {concurrent: 0, rate: 0}
+EOF
+  else
+    echo "policies:" >>"$1"
+    local p
+    for p in acl blacklist ratelimit conncap scan tlsrequired validate dialog bruteforce auth admission triggers; do
+      echo "  $p: {enabled: false}" >>"$1"
+    done
+  fi
+}
+
+# start_gateway on|off: starts ucgate and sets GW_PID.
+start_gateway() {
+  local cfg=$OUT/ucgate-$1.yaml i
+  write_config "$cfg" "$1"
+  "$BIN" check -c "$cfg" >/dev/null || die "generated config $cfg does not validate"
+  "$BIN" run -c "$cfg" >"$OUT/ucgate-$1.log" 2>&1 &
+  GW_PID=$!
+  PIDS+=("$GW_PID")
+  for (( i = 0; i < 200; i++ )); do
+    udp_bound "$GW_PORT" && break
+    kill -0 "$GW_PID" 2>/dev/null || { tail -20 "$OUT/ucgate-$1.log" >&2; die "ucgate exited at start"; }
+    sleep 0.1
+  done
+  udp_bound "$GW_PORT" || { tail -20 "$OUT/ucgate-$1.log" >&2; die "ucgate did not bind 127.0.0.1:$GW_PORT in 20 s"; }
+  log "ucgate (stages $1) pid $GW_PID on 127.0.0.1:$GW_PORT -> uas 127.0.0.1:$UAS_PORT ($BIN)"
+}
 
 # ------------------------------------------------------------- the gateway
-"$BIN" run -c "$CFG" >"$OUT/ucgate.log" 2>&1 &
-GW_PID=$!
-PIDS+=("$GW_PID")
-for (( i = 0; i < 200; i++ )); do
-  udp_bound "$GW_PORT" && break
-  kill -0 "$GW_PID" 2>/dev/null || { tail -20 "$OUT/ucgate.log" >&2; die "ucgate exited at start"; }
-  sleep 0.1
-done
-udp_bound "$GW_PORT" || { tail -20 "$OUT/ucgate.log" >&2; die "ucgate did not bind 127.0.0.1:$GW_PORT in 20 s"; }
-log "ucgate pid $GW_PID on 127.0.0.1:$GW_PORT -> uas 127.0.0.1:$UAS_PORT ($BIN)"
+start_gateway on
 
 # ------------------------------------------------------- figures (shared)
 # print_figures BEST STEPS CONC REF: one block a person can compare.
@@ -321,6 +354,31 @@ fi
 
 stop_pid "$GW_PID"
 log "ucgate stopped"
+
+# ------------------------------- 2c. the same gateway with every stage off
+# One shorter rate search of ucgate alone, to show what the security stages
+# cost: calls/s with every stage on (above) against every stage off.
+if [[ -f $ANCHORS ]]; then
+  start_gateway off
+  OFF_ENV=(GATEWAY="127.0.0.1:$GW_PORT" GATEWAY_PID="$GW_PID" GATEWAY_NAME=ucgate_off UAS_PORT="$UAS_PORT"
+           OUT_DIR="$OUT/anchors-off" TARGETS="" REPS=1 CONC_LIST="1000" TIME_BUDGET="${OFF_BUDGET:-150}")
+  (( QUICK )) && OFF_ENV+=(STEP_SECS=2 MIN_CALLS=200 CALL_MS=500 REFINE_STEPS=1 CONC_LATE_SECS=6 DRAIN_SECS=3 TIME_BUDGET=60)
+  log "stages off: $ANCHORS (${OFF_ENV[*]})"
+  env "${OFF_ENV[@]}" timeout -s INT -k 30 600 bash "$ANCHORS" >"$OUT/anchors-off.log" 2>&1 \
+    || log "anchors.sh (stages off) exited $? (see $OUT/anchors-off.log)"
+  stop_pid "$GW_PID"
+  on=$(awk -F'\t' '$1 == "ucgate" {print $3}' "$OUT/anchors/best.tsv" 2>/dev/null | sort -n \
+    | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
+  off=$(awk -F'\t' '$1 == "ucgate_off" {print $3}' "$OUT/anchors-off/best.tsv" 2>/dev/null | head -1)
+  {
+    echo
+    echo "== security stages: calls/s of ucgate with every stage on vs every stage off"
+    printf '  %-52s %s\n' "calls/s, all stages on (median)" "${on:--}" "calls/s, all stages off (one run)" "${off:--}"
+    if [[ -n $on && -n $off && $off != 0 ]]; then
+      awk -v a="$on" -v b="$off" 'BEGIN {printf "  %-52s %.3f\n", "ratio on / off", a / b}'
+    fi
+  } | tee -a "$OUT/figures.txt"
+fi
 
 # ------------------------------------------------------ 3. Go benchmarks
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
