@@ -101,12 +101,12 @@ func open(t testing.TB, cfg Config, dir string) *Journal {
 
 func dbPath(dir string) string { return filepath.Join(dir, "journal.db") }
 
-// gate wraps a real sink and holds its first write of each kind until
+// gate wraps a real sink and holds its first write that carries CDRs until
 // released, so that a test can pile records up behind it. It also counts
 // the batches that went through.
 type gate struct {
 	sink
-	once       [2]sync.Once
+	once       sync.Once
 	entered    chan struct{} // closed when the first CDR batch arrives
 	release    chan struct{}
 	mu         sync.Mutex
@@ -118,18 +118,17 @@ func newGate(s sink) *gate {
 	return &gate{sink: s, entered: make(chan struct{}), release: make(chan struct{})}
 }
 
-func (g *gate) transactions(b []*core.Transaction) error {
-	g.once[0].Do(func() { <-g.release })
+func (g *gate) write(txs []*core.Transaction, cdrs []*core.CDR) (error, error) {
+	if len(cdrs) > 0 {
+		g.once.Do(func() { close(g.entered); <-g.release })
+	}
 	g.mu.Lock()
-	g.txBatches = append(g.txBatches, len(b))
+	if len(txs) > 0 {
+		g.txBatches = append(g.txBatches, len(txs))
+	}
+	if len(cdrs) > 0 {
+		g.cdrBatches = append(g.cdrBatches, len(cdrs))
+	}
 	g.mu.Unlock()
-	return g.sink.transactions(b)
-}
-
-func (g *gate) cdrs(b []*core.CDR) error {
-	g.once[1].Do(func() { close(g.entered); <-g.release })
-	g.mu.Lock()
-	g.cdrBatches = append(g.cdrBatches, len(b))
-	g.mu.Unlock()
-	return g.sink.cdrs(b)
+	return g.sink.write(txs, cdrs)
 }

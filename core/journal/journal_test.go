@@ -412,7 +412,7 @@ func TestOpenNewerSchema(t *testing.T) {
 	dir := t.TempDir()
 	j := open(t, testConfig(), dir)
 	s := j.durable[0].(*sqliteSink)
-	if _, err := s.db.Exec("PRAGMA user_version = 99"); err != nil {
+	if _, err := s.conn.ExecContext(context.Background(), "PRAGMA user_version = 99"); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/ucgate/ucgate/core"
 )
@@ -42,7 +41,6 @@ func encodeCDR(c *core.CDR) ([]byte, error) {
 // are flushed to the file; CDR batches are also synced to the disk.
 type jsonlSink struct {
 	path string
-	mu   sync.Mutex
 	f    *os.File
 	w    *bufio.Writer
 	// torn is set after a failed write, which may have left half a line in
@@ -63,22 +61,20 @@ func openJSONL(path string) (*jsonlSink, error) {
 
 func (s *jsonlSink) name() string { return "jsonl" }
 
-func (s *jsonlSink) transactions(batch []*core.Transaction) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.write(len(batch), func(i int) ([]byte, error) { return encodeTx(batch[i]) }, false)
+func (s *jsonlSink) write(txs []*core.Transaction, cdrs []*core.CDR) (txErr, cdrErr error) {
+	if len(txs) > 0 {
+		txErr = s.lines(len(txs), func(i int) ([]byte, error) { return encodeTx(txs[i]) }, false)
+	}
+	if len(cdrs) > 0 {
+		cdrErr = s.lines(len(cdrs), func(i int) ([]byte, error) { return encodeCDR(cdrs[i]) }, true)
+	}
+	return txErr, cdrErr
 }
 
-func (s *jsonlSink) cdrs(batch []*core.CDR) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.write(len(batch), func(i int) ([]byte, error) { return encodeCDR(batch[i]) }, true)
-}
-
-// write appends n lines and flushes them, syncing the file if asked. After
+// lines appends n lines and flushes them, syncing the file if asked. After
 // a failure the buffer is dropped, so that the next batch can succeed once
 // the disk has room again.
-func (s *jsonlSink) write(n int, encode func(int) ([]byte, error), sync bool) (err error) {
+func (s *jsonlSink) lines(n int, encode func(int) ([]byte, error), sync bool) (err error) {
 	defer func() {
 		if err != nil {
 			s.w.Reset(s.f)
@@ -107,7 +103,5 @@ func (s *jsonlSink) write(n int, encode func(int) ([]byte, error), sync bool) (e
 }
 
 func (s *jsonlSink) close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return errors.Join(s.w.Flush(), s.f.Sync(), s.f.Close())
 }

@@ -94,36 +94,9 @@ func limit(n int) int {
 // journal database at dbPath, which it opens read-only: it is safe to run
 // while the gateway writes.
 func QueryCDRs(ctx context.Context, dbPath string, f CDRFilter) ([]core.CDR, error) {
-	var w where
-	w.since("start_time", f.Since, f.Until)
-	if f.Party != "" {
-		p := "%" + likeEscaper.Replace(f.Party) + "%"
-		w.add(`(from_party LIKE ? ESCAPE '\' OR to_party LIKE ? ESCAPE '\')`, p, p)
-	}
-	if f.Session != "" {
-		w.add("session = ?", f.Session)
-	}
-	if f.EndReason != "" {
-		w.add("end_reason = ?", f.EndReason)
-	}
-	if f.EndedBy != "" {
-		w.add("ended_by = ?", f.EndedBy)
-	}
-	if f.MinDuration > 0 {
-		w.add("duration_ms >= ?", millis(f.MinDuration))
-	}
-	if f.Answered != nil {
-		if *f.Answered {
-			w.add("answer_time IS NOT NULL")
-		} else {
-			w.add("answer_time IS NULL")
-		}
-	}
-	q := `SELECT session, kind, from_party, to_party, start_time, answer_time, end_time,
-		duration_ms, status, end_reason, ended_by, legs FROM cdrs` + w.String() +
-		" ORDER BY start_time DESC, id DESC LIMIT ?"
+	q, args := cdrQuery(f)
 	var out []core.CDR
-	err := query(ctx, dbPath, q, append(w.args, limit(f.Limit)), func(rows *sql.Rows) error {
+	err := query(ctx, dbPath, q, args, func(rows *sql.Rows) error {
 		var (
 			c                core.CDR
 			session          string
@@ -161,29 +134,9 @@ func QueryCDRs(ctx context.Context, dbPath string, f CDRFilter) ([]core.CDR, err
 // QueryTransactions returns the transactions that match f, newest first,
 // from the journal database at dbPath, opened read-only.
 func QueryTransactions(ctx context.Context, dbPath string, f TxFilter) ([]core.Transaction, error) {
-	var w where
-	w.since("time", f.Since, f.Until)
-	if f.Method != "" {
-		w.add("method = ? COLLATE NOCASE", f.Method)
-	}
-	if f.Src != "" {
-		e := likeEscaper.Replace(f.Src)
-		w.add(`(src = ? OR src LIKE ? ESCAPE '\' OR src LIKE ? ESCAPE '\')`, f.Src, e+":%", "["+e+"]:%")
-	}
-	if f.Action != "" {
-		w.add("action = ?", f.Action)
-	}
-	if f.Rule != "" {
-		w.add("rule = ?", f.Rule)
-	}
-	if f.CallID != "" {
-		w.add("(call_id = ? OR peer_call_id = ?)", f.CallID, f.CallID)
-	}
-	q := `SELECT time, protocol, zone, src, dst, transport, encrypted, method, from_party,
-		to_party, call_id, peer_call_id, session, status, action, rule, reason, detail,
-		elapsed_ms FROM transactions` + w.String() + " ORDER BY time DESC, id DESC LIMIT ?"
+	q, args := txQuery(f)
 	var out []core.Transaction
-	err := query(ctx, dbPath, q, append(w.args, limit(f.Limit)), func(rows *sql.Rows) error {
+	err := query(ctx, dbPath, q, args, func(rows *sql.Rows) error {
 		var (
 			t       core.Transaction
 			tm, s   string
@@ -204,6 +157,67 @@ func QueryTransactions(ctx context.Context, dbPath string, f TxFilter) ([]core.T
 		return nil
 	})
 	return out, err
+}
+
+// cdrQuery is the SQL of QueryCDRs and its arguments.
+func cdrQuery(f CDRFilter) (string, []any) {
+	var w where
+	w.since("start_time", f.Since, f.Until)
+	if f.Party != "" {
+		p := "%" + likeEscaper.Replace(f.Party) + "%"
+		w.add(`(from_party LIKE ? ESCAPE '\' OR to_party LIKE ? ESCAPE '\')`, p, p)
+	}
+	if f.Session != "" {
+		w.add("session = ?", f.Session)
+	}
+	if f.EndReason != "" {
+		w.add("end_reason = ?", f.EndReason)
+	}
+	if f.EndedBy != "" {
+		w.add("ended_by = ?", f.EndedBy)
+	}
+	if f.MinDuration > 0 {
+		w.add("duration_ms >= ?", millis(f.MinDuration))
+	}
+	if f.Answered != nil {
+		if *f.Answered {
+			w.add("answer_time IS NOT NULL")
+		} else {
+			w.add("answer_time IS NULL")
+		}
+	}
+	q := `SELECT session, kind, from_party, to_party, start_time, answer_time, end_time,
+		duration_ms, status, end_reason, ended_by, legs FROM cdrs` + w.String() +
+		" ORDER BY start_time DESC, id DESC LIMIT ?"
+	return q, append(w.args, limit(f.Limit))
+}
+
+// txQuery is the SQL of QueryTransactions and its arguments.
+func txQuery(f TxFilter) (string, []any) {
+	var w where
+	w.since("time", f.Since, f.Until)
+	if f.Method != "" {
+		w.add("method = ? COLLATE NOCASE", f.Method)
+	}
+	if f.Src != "" {
+		e := likeEscaper.Replace(f.Src)
+		w.add(`(src = ? OR src LIKE ? ESCAPE '\' OR src LIKE ? ESCAPE '\')`, f.Src, e+":%", "["+e+"]:%")
+	}
+	if f.Action != "" {
+		w.add("action = ?", f.Action)
+	}
+	if f.Rule != "" {
+		w.add("rule = ?", f.Rule)
+	}
+	if f.CallID != "" {
+		// The call id indexes leave out empty ids: each branch says so,
+		// or SQLite could not use them.
+		w.add("((call_id = ? AND call_id <> '') OR (peer_call_id = ? AND peer_call_id <> ''))", f.CallID, f.CallID)
+	}
+	q := `SELECT time, protocol, zone, src, dst, transport, encrypted, method, from_party,
+		to_party, call_id, peer_call_id, session, status, action, rule, reason, detail,
+		elapsed_ms FROM transactions` + w.String() + " ORDER BY time DESC, id DESC LIMIT ?"
+	return q, append(w.args, limit(f.Limit))
 }
 
 // query opens dbPath read-only, runs q and calls scan for every row.

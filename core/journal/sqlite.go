@@ -1,14 +1,20 @@
 package journal
 
 import (
+	"bytes"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ucgate/ucgate/core"
@@ -19,13 +25,19 @@ import (
 var ErrSchema = errors.New("journal: database schema is newer than this ucgate")
 
 // schemaVersion is stored in PRAGMA user_version.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // Times are stored as fixed-width UTC text, so that they sort as text,
 // read well in the sqlite3 shell and work with SQLite's date functions.
 // Durations are REAL milliseconds.
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
+// The indexes are the ones QueryTransactions and QueryCDRs use, no more:
+// each costs every insert a page written to the WAL and again to the
+// database, and one on a random key (a call id, a session) also a page read
+// once the table outgrows the page cache. The call id indexes leave out rows
+// without one (refused out-of-dialog requests have no peer call id,
+// unparsable messages no call id at all).
 const schema = `
 CREATE TABLE IF NOT EXISTS transactions (
 	id           INTEGER PRIMARY KEY,
@@ -50,9 +62,8 @@ CREATE TABLE IF NOT EXISTS transactions (
 	elapsed_ms   REAL    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transactions_time ON transactions(time);
-CREATE INDEX IF NOT EXISTS transactions_session ON transactions(session);
-CREATE INDEX IF NOT EXISTS transactions_call_id ON transactions(call_id);
-CREATE INDEX IF NOT EXISTS transactions_peer_call_id ON transactions(peer_call_id);
+CREATE INDEX IF NOT EXISTS transactions_call_id ON transactions(call_id) WHERE call_id <> '';
+CREATE INDEX IF NOT EXISTS transactions_peer_call_id ON transactions(peer_call_id) WHERE peer_call_id <> '';
 
 CREATE TABLE IF NOT EXISTS cdrs (
 	id                     INTEGER PRIMARY KEY,
@@ -78,30 +89,66 @@ CREATE TABLE IF NOT EXISTS cdrs (
 	legs                   TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cdrs_start_time ON cdrs(start_time);
-CREATE INDEX IF NOT EXISTS cdrs_end_time ON cdrs(end_time);
 CREATE INDEX IF NOT EXISTS cdrs_session ON cdrs(session);
-CREATE INDEX IF NOT EXISTS cdrs_caller_call_id ON cdrs(caller_call_id);
-CREATE INDEX IF NOT EXISTS cdrs_callee_call_id ON cdrs(callee_call_id);
 `
 
-const insertTx = `INSERT INTO transactions (time, protocol, zone, src, dst, transport,
-	encrypted, method, from_party, to_party, call_id, peer_call_id, session,
-	status, action, rule, reason, detail, elapsed_ms)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+// upgradeFrom1 turns a version 1 database into version 2 before schema
+// runs: it drops the indexes no query used (the session of transactions,
+// the end time and the call ids of CDRs) and the call id indexes, which
+// schema creates again as partial indexes.
+const upgradeFrom1 = `
+DROP INDEX IF EXISTS transactions_session;
+DROP INDEX IF EXISTS transactions_call_id;
+DROP INDEX IF EXISTS transactions_peer_call_id;
+DROP INDEX IF EXISTS cdrs_end_time;
+DROP INDEX IF EXISTS cdrs_caller_call_id;
+DROP INDEX IF EXISTS cdrs_callee_call_id;
+`
 
-const insertCDR = `INSERT INTO cdrs (session, kind, from_party, to_party,
-	start_time, answer_time, end_time, duration_ms, status, end_reason, ended_by,
-	caller_transport, caller_encrypted, caller_media_encrypted, caller_call_id,
-	callee_transport, callee_encrypted, callee_media_encrypted, callee_call_id, legs)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+// The columns the sink writes, in the order of txArgs and cdrArgs.
+const (
+	txColumns = `time, protocol, zone, src, dst, transport, encrypted, method,
+	from_party, to_party, call_id, peer_call_id, session, status, action, rule,
+	reason, detail, elapsed_ms`
+	cdrColumns = `session, kind, from_party, to_party, start_time, answer_time,
+	end_time, duration_ms, status, end_reason, ended_by, caller_transport,
+	caller_encrypted, caller_media_encrypted, caller_call_id, callee_transport,
+	callee_encrypted, callee_media_encrypted, callee_call_id, legs`
+)
+
+// maxRows is the most rows one INSERT statement carries. The sink prepares
+// statements for maxRows, maxRows/4, ... 1 rows and writes a batch with as
+// few of them as it can: a batch of 130 takes two statements of 64 and two
+// of 1. 64 rows of 20 columns stay well below SQLite's limit of 32766
+// parameters. The statements are INSERT OR ROLLBACK: a failing row ends the
+// whole transaction, which the sink rolls back anyway, and so SQLite need
+// not keep a statement journal to undo a multi-row statement on its own
+// (that journal cost a tenth of the writer's time).
+const maxRows = 64
 
 // sqliteSink writes both tables through one connection: SQLite has one
 // writer at a time anyway, and one connection never meets SQLITE_BUSY from
-// itself.
+// itself. The writer never checkpoints the WAL (wal_autocheckpoint is off
+// on its connection); a checkpointer does, from a connection of its own.
 type sqliteSink struct {
-	db     *sql.DB
-	txIns  *sql.Stmt
-	cdrIns *sql.Stmt
+	db   *sql.DB
+	conn *sql.Conn  // the writer's connection, held from open to close
+	mu   sync.Mutex // held for each transaction; the checkpointer takes it to restart the WAL
+
+	begin, commit, rollback *sql.Stmt
+	txIns, cdrIns           inserter
+
+	legs   bytes.Buffer  // a CDR's legs as JSON
+	enc    *json.Encoder // writes to legs
+	ckpt   *checkpointer // nil until open has started it
+	closed bool
+}
+
+// inserter writes rows to one table with multi-row INSERT statements.
+type inserter struct {
+	stmts []*sql.Stmt // stmts[i] inserts rows[i] rows
+	rows  []int
+	args  []any // reused: one statement's arguments
 }
 
 // dsn renders path as an SQLite URI with the given query parameters.
@@ -114,7 +161,25 @@ func dsn(path string, params string) (string, error) {
 	return u.String() + "?" + params, nil
 }
 
-func openSQLite(path, synchronous string) (s *sqliteSink, err error) {
+// openSQL opens path with the given parameters as a pool of one
+// connection, kept open.
+func openSQL(path, params string) (*sql.DB, error) {
+	d, err := dsn(path, params)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", d)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return db, nil
+}
+
+func openSQLite(path, synchronous string, log *slog.Logger) (s *sqliteSink, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
@@ -126,104 +191,185 @@ func openSQLite(path, synchronous string) (s *sqliteSink, err error) {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	f.Close()
-	d, err := dsn(path, "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous("+synchronous+")&_txlock=immediate")
+	db, err := openSQL(path, "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous("+synchronous+
+		")&_pragma=wal_autocheckpoint(0)")
 	if err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	db, err := sql.Open("sqlite", d)
-	if err != nil {
-		return nil, fmt.Errorf("open journal %s: %w", path, err)
-	}
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
 	s = &sqliteSink{db: db}
+	s.enc = json.NewEncoder(&s.legs)
 	defer func() {
 		if err != nil {
 			s.close()
 			s = nil
 		}
 	}()
+	ctx := context.Background()
+	if s.conn, err = db.Conn(ctx); err != nil {
+		return s, fmt.Errorf("open journal %s: %w", path, err)
+	}
 	var version int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&version); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
 		return s, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	if version > schemaVersion {
 		return s, fmt.Errorf("open journal %s: version %d: %w", path, version, ErrSchema)
 	}
 	var mode string
-	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return s, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	if mode != "wal" {
 		return s, fmt.Errorf("open journal %s: journal mode is %q, not WAL", path, mode)
 	}
-	if _, err := db.Exec(schema + fmt.Sprintf("PRAGMA user_version = %d;", schemaVersion)); err != nil {
+	script := "BEGIN IMMEDIATE;"
+	if version == 1 {
+		script += upgradeFrom1
+	}
+	script += schema + fmt.Sprintf("PRAGMA user_version = %d; COMMIT;", schemaVersion)
+	if _, err := s.conn.ExecContext(ctx, script); err != nil {
 		return s, fmt.Errorf("create journal schema in %s: %w", path, err)
 	}
-	if s.txIns, err = db.Prepare(insertTx); err != nil {
-		return s, fmt.Errorf("prepare journal insert: %w", err)
+	for _, p := range []struct {
+		st *(*sql.Stmt)
+		q  string
+	}{{&s.begin, "BEGIN IMMEDIATE"}, {&s.commit, "COMMIT"}, {&s.rollback, "ROLLBACK"}} {
+		if *p.st, err = s.conn.PrepareContext(ctx, p.q); err != nil {
+			return s, fmt.Errorf("prepare journal statement %s: %w", p.q, err)
+		}
 	}
-	if s.cdrIns, err = db.Prepare(insertCDR); err != nil {
-		return s, fmt.Errorf("prepare journal insert: %w", err)
+	if err := s.txIns.prepare(s.conn, "transactions", txColumns); err != nil {
+		return s, err
+	}
+	if err := s.cdrIns.prepare(s.conn, "cdrs", cdrColumns); err != nil {
+		return s, err
+	}
+	if s.ckpt, err = startCheckpointer(path, synchronous, &s.mu, log); err != nil {
+		return s, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	return s, nil
 }
 
+// prepare prepares the INSERT statements of table for maxRows rows, a
+// quarter of that, and so on down to one row.
+func (in *inserter) prepare(conn *sql.Conn, table, columns string) error {
+	cols := strings.Count(columns, ",") + 1
+	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
+	for n := maxRows; n >= 1; n /= 4 {
+		q := "INSERT OR ROLLBACK INTO " + table + " (" + columns + ") VALUES " + row + strings.Repeat(", "+row, n-1)
+		st, err := conn.PrepareContext(context.Background(), q)
+		if err != nil {
+			return fmt.Errorf("prepare journal insert into %s: %w", table, err)
+		}
+		in.stmts = append(in.stmts, st)
+		in.rows = append(in.rows, n)
+	}
+	in.args = make([]any, 0, maxRows*cols)
+	return nil
+}
+
+// insertRows inserts recs through in, appending each record's column
+// values with add.
+func insertRows[R any](in *inserter, recs []R, add func([]any, R) ([]any, error)) error {
+	defer func() { clear(in.args[:cap(in.args)]) }() // keep no record alive
+	for k, st := range in.stmts {
+		for n := in.rows[k]; len(recs) >= n; recs = recs[n:] {
+			args := in.args[:0]
+			for _, r := range recs[:n] {
+				var err error
+				if args, err = add(args, r); err != nil {
+					return err
+				}
+			}
+			if _, err := st.Exec(args...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (s *sqliteSink) name() string { return "sqlite" }
 
-func (s *sqliteSink) transactions(batch []*core.Transaction) error {
-	tx, err := s.db.Begin()
-	if err != nil {
-		return err
+// write commits txs and cdrs in one SQLite transaction. If that fails and
+// both were given, each is tried again in a transaction of its own, so that
+// a failure of one kind of record does not cost the other.
+func (s *sqliteSink) write(txs []*core.Transaction, cdrs []*core.CDR) (txErr, cdrErr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.commitBatch(txs, cdrs)
+	if err != nil && len(txs) > 0 && len(cdrs) > 0 {
+		txErr, cdrErr = s.commitBatch(txs, nil), s.commitBatch(nil, cdrs)
+	} else if err != nil && len(txs) > 0 {
+		txErr = err
+	} else if err != nil {
+		cdrErr = err
 	}
-	stmt := tx.Stmt(s.txIns)
-	for _, t := range batch {
-		if _, err := stmt.Exec(formatTime(t.Time), t.Protocol, t.Zone, t.Src, t.Dst, t.Transport,
-			t.Encrypted, t.Method, t.From, t.To, t.CallID, t.PeerCall, string(t.Session),
-			t.Status, t.Action, t.Rule, t.Reason, t.Detail, millis(t.Elapsed)); err != nil {
-			tx.Rollback()
-			return err
-		}
-	}
-	return tx.Commit()
+	s.ckpt.wake()
+	return txErr, cdrErr
 }
 
-func (s *sqliteSink) cdrs(batch []*core.CDR) error {
-	tx, err := s.db.Begin()
-	if err != nil {
+func (s *sqliteSink) commitBatch(txs []*core.Transaction, cdrs []*core.CDR) error {
+	if _, err := s.begin.Exec(); err != nil {
 		return err
 	}
-	stmt := tx.Stmt(s.cdrIns)
-	for _, c := range batch {
-		legs, err := json.Marshal(c.Legs)
-		if err != nil {
-			tx.Rollback()
-			return err
-		}
-		var answer any
-		if !c.Answer.IsZero() {
-			answer = formatTime(c.Answer)
-		}
-		caller, callee := legsOf(c)
-		if _, err := stmt.Exec(string(c.Session), c.Kind, c.From, c.To,
-			formatTime(c.Start), answer, formatTime(c.End), millis(c.Duration), c.Status, c.EndReason, c.EndedBy,
-			caller.Transport, caller.Encrypted, caller.MediaEncrypted, caller.CallID,
-			callee.Transport, callee.Encrypted, callee.MediaEncrypted, callee.CallID, string(legs)); err != nil {
-			tx.Rollback()
-			return err
+	err := insertRows(&s.txIns, txs, txArgs)
+	if err == nil {
+		err = insertRows(&s.cdrIns, cdrs, s.cdrArgs)
+	}
+	if err == nil {
+		if _, err = s.commit.Exec(); err == nil {
+			return nil
 		}
 	}
-	return tx.Commit()
+	// After some errors SQLite has rolled back already; then ROLLBACK
+	// fails, and that is fine.
+	s.rollback.Exec()
+	return err
 }
 
+func txArgs(args []any, t *core.Transaction) ([]any, error) {
+	return append(args, formatTime(t.Time), t.Protocol, t.Zone, t.Src, t.Dst, t.Transport,
+		t.Encrypted, t.Method, t.From, t.To, t.CallID, t.PeerCall, string(t.Session),
+		int64(t.Status), t.Action, t.Rule, t.Reason, t.Detail, millis(t.Elapsed)), nil
+}
+
+func (s *sqliteSink) cdrArgs(args []any, c *core.CDR) ([]any, error) {
+	s.legs.Reset()
+	if err := s.enc.Encode(c.Legs); err != nil {
+		return args, err
+	}
+	legs := bytes.TrimSuffix(s.legs.Bytes(), []byte("\n"))
+	var answer any
+	if !c.Answer.IsZero() {
+		answer = formatTime(c.Answer)
+	}
+	caller, callee := legsOf(c)
+	return append(args, string(c.Session), c.Kind, c.From, c.To,
+		formatTime(c.Start), answer, formatTime(c.End), millis(c.Duration), int64(c.Status), c.EndReason, c.EndedBy,
+		caller.Transport, caller.Encrypted, caller.MediaEncrypted, caller.CallID,
+		callee.Transport, callee.Encrypted, callee.MediaEncrypted, callee.CallID, string(legs)), nil
+}
+
+// close stops the checkpointer and closes its connection before the
+// writer's: the last connection to close checkpoints what is left and
+// removes the -wal and -shm files. Closing again does nothing.
 func (s *sqliteSink) close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	var errs []error
-	for _, st := range []*sql.Stmt{s.txIns, s.cdrIns} {
+	if s.ckpt != nil {
+		errs = append(errs, s.ckpt.close())
+	}
+	for _, st := range slices.Concat([]*sql.Stmt{s.begin, s.commit, s.rollback}, s.txIns.stmts, s.cdrIns.stmts) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
+	}
+	if s.conn != nil {
+		errs = append(errs, s.conn.Close())
 	}
 	errs = append(errs, s.db.Close())
 	return errors.Join(errs...)

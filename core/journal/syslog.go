@@ -84,26 +84,24 @@ func newSyslog(cfg SyslogConfig, log *slog.Logger) *syslogSink {
 
 func (s *syslogSink) name() string { return "syslog" }
 
-func (s *syslogSink) transactions(batch []*core.Transaction) error {
-	for _, t := range batch {
+func (s *syslogSink) write(txs []*core.Transaction, cdrs []*core.CDR) (txErr, cdrErr error) {
+	for _, t := range txs {
 		m, err := s.formatTx(t)
 		if err != nil {
-			return err
+			txErr = err
+			break
 		}
 		s.enqueue(m)
 	}
-	return nil
-}
-
-func (s *syslogSink) cdrs(batch []*core.CDR) error {
-	for _, c := range batch {
+	for _, c := range cdrs {
 		m, err := s.formatCDR(c)
 		if err != nil {
-			return err
+			cdrErr = err
+			break
 		}
 		s.enqueue(m)
 	}
-	return nil
+	return txErr, cdrErr
 }
 
 func (s *syslogSink) enqueue(m []byte) {
