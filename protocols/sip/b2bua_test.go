@@ -41,10 +41,10 @@ func newPeer(t *testing.T, setup ...func(*sipgo.Server)) *peer {
 	return p
 }
 
-func startAdapter(t *testing.T, upstream string) (*Adapter, string) {
+func startAdapter(t *testing.T, upstream string, more ...Listener) (*Adapter, string) {
 	t.Helper()
 	cfg := Defaults()
-	cfg.Listeners = []Listener{{Zone: "internet", Transport: "udp", Listen: "127.0.0.1:0"}}
+	cfg.Listeners = append([]Listener{{Zone: "internet", Transport: "udp", Listen: "127.0.0.1:0"}}, more...)
 	cfg.Upstreams = []Upstream{{Name: "pbx", Address: upstream, Zone: "trunk"}}
 	cfg.Routes = []Route{{Default: true, Upstreams: []string{"pbx"}}}
 	cfg.Registrar = "pbx"
