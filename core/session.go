@@ -12,10 +12,17 @@ import (
 // SessionID names a session for its whole life and in its CDR.
 type SessionID string
 
-// NewSessionID returns a fresh random session id.
+// NewSessionID returns a fresh session id: 6 bytes of the time in
+// milliseconds then 6 random bytes, as 24 hex digits. Ids made later sort
+// later, which keeps the journal's session index an append.
 func NewSessionID() SessionID {
 	var b [12]byte
-	rand.Read(b[:])
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	rand.Read(b[6:])
 	return SessionID(hex.EncodeToString(b[:]))
 }
 

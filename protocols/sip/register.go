@@ -147,7 +147,12 @@ func randomToken(prefix string, n int) string {
 	return prefix + hex.EncodeToString(b)
 }
 
-func newCallID() string { return randomToken("", 16) }
+// newCallID is a Call-ID for a leg the gateway starts: the time in
+// milliseconds then 12 random bytes, so that the journal's call-id index
+// grows by appending.
+func newCallID() string {
+	return strconv.FormatInt(time.Now().UnixMilli(), 16) + randomToken("", 12)
+}
 
 // onRegister relays a REGISTER to the registrar with the gateway's own
 // Contact, and keeps the binding when the registrar accepts it.
