@@ -43,6 +43,30 @@ type CDR struct {
 	EndReason string        `json:"end_reason"`
 	EndedBy   string        `json:"ended_by"` // caller, callee or gateway
 	Legs      []Leg         `json:"legs"`
+	// Media has the figures of each relayed stream direction; empty when
+	// the media did not go through the gateway.
+	Media []MediaStats `json:"media,omitempty"`
+}
+
+// MediaStats are the figures of one direction of one relayed stream.
+type MediaStats struct {
+	Index int    `json:"index"` // the m= line
+	Type  string `json:"type"`  // "audio", "video", ...
+	From  string `json:"from"`  // the role of the sending leg
+	// Packets and Bytes were relayed; Dropped counts the packets refused,
+	// by the rule that refused them ("rtpguard/ssrc", "media/source", ...).
+	Packets uint64            `json:"packets"`
+	Bytes   uint64            `json:"bytes"`
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
+	// Lost and JitterMs are the relay's own view (sequence gaps, RFC 3550
+	// interarrival jitter); ReportedLost and ReportedJitterMs what the
+	// receiver said in its RTCP reports, if it sent any.
+	Lost             uint64  `json:"lost"`
+	JitterMs         float64 `json:"jitter_ms"`
+	ReportedLost     uint64  `json:"reported_lost,omitempty"`
+	ReportedJitterMs float64 `json:"reported_jitter_ms,omitempty"`
+	// Encrypted says the sending leg's media was SRTP or DTLS-SRTP.
+	Encrypted bool `json:"encrypted"`
 }
 
 // Journal receives every decision and every finished session.
