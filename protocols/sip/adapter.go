@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,17 +189,46 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip: client: %w", err)
 	}
-	a.srv.OnInvite(a.onInvite)
-	a.srv.OnAck(a.onAck)
-	a.srv.OnCancel(a.onCancel)
-	a.srv.OnRegister(a.onRegister)
-	a.srv.OnOptions(a.onOutOfDialog)
-	a.srv.OnMessage(a.onOutOfDialog)
-	a.srv.OnNoRoute(a.onOther)
+	a.srv.OnInvite(a.safe(a.onInvite))
+	a.srv.OnAck(a.safe(a.onAck))
+	a.srv.OnCancel(a.safe(a.onCancel))
+	a.srv.OnRegister(a.safe(a.onRegister))
+	a.srv.OnOptions(a.safe(a.onOutOfDialog))
+	a.srv.OnMessage(a.safe(a.onOutOfDialog))
+	a.srv.OnNoRoute(a.safe(a.onOther))
 	for _, m := range []sip.RequestMethod{sip.BYE, sip.UPDATE, sip.INFO, sip.PRACK, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE, sip.PUBLISH} {
-		a.srv.OnRequest(m, a.onOther)
+		a.srv.OnRequest(m, a.safe(a.onOther))
 	}
 	return a, nil
+}
+
+// safe runs a request handler so that a bug it hits on hostile input
+// costs that request (answered 500, journaled, logged with its stack),
+// never the gateway: sipgo runs handlers on goroutines of their own, where
+// a panic would end the process.
+func (a *Adapter) safe(h func(*sip.Request, sip.ServerTransaction)) func(*sip.Request, sip.ServerTransaction) {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		defer func() {
+			r := recover()
+			if r == nil {
+				return
+			}
+			a.metrics.refusal("sip", "sip/internal")
+			a.log.Error("request handler panicked", "method", string(req.Method), "src", req.Source(),
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			rec := core.Transaction{Time: time.Now(), Protocol: "sip", Src: req.Source(), Method: string(req.Method),
+				Transport: strings.ToLower(req.Transport()), Action: core.Refuse.String(), Rule: "sip/internal",
+				Reason: core.ReasonInternal.String(), Status: 500}
+			if h := req.CallID(); h != nil {
+				rec.CallID = h.Value()
+			}
+			a.journal.Transaction(&rec)
+			if !req.IsAck() {
+				_ = tx.Respond(sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil))
+			}
+		}()
+		h(req, tx)
+	}
 }
 
 var tuneOnce sync.Once

@@ -91,7 +91,8 @@ func mediaFromSDP(body []byte) (*core.MediaDesc, error) {
 			case "rtcp-mux":
 				st.RTCPMux = true
 			case "rtcp":
-				if p, err := strconv.ParseUint(strings.Fields(a.Value + " ")[0], 10, 16); err == nil && addr.IsValid() {
+				port, _, _ := strings.Cut(strings.TrimSpace(a.Value), " ")
+				if p, err := strconv.ParseUint(port, 10, 16); err == nil && addr.IsValid() {
 					st.RTCP = netip.AddrPortFrom(addr, uint16(p))
 				}
 			}
