@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -23,7 +24,19 @@ var errFraming = errors.New("sip: stream framing error")
 // log it): a datagram is answered with 400 if its headers allow an answer
 // and dropped; a WebSocket message is dropped; a stream connection, which
 // has lost its framing, is closed.
-func (a *Adapter) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
+func (a *Adapter) readFilter(p sip.TransportReadProps, data []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			// A parser bug on hostile bytes costs this message (a stream, its
+			// connection), never the listener.
+			a.log.Error("read filter panicked", "transport", p.Transport, "src", p.RemoteAddr.String(), "panic", fmt.Sprint(r))
+			a.malformed(p, data)
+			out, err = nil, nil
+			if p.Transport != "UDP" && p.Transport != "WS" && p.Transport != "WSS" {
+				err = errFraming
+			}
+		}
+	}()
 	switch p.Transport {
 	case "UDP", "WS", "WSS":
 		if len(bytes.TrimSpace(data)) == 0 {
@@ -46,7 +59,7 @@ func (a *Adapter) readFilter(p sip.TransportReadProps, data []byte) ([]byte, err
 	}
 	par := v.(*sip.ParserStream)
 	bad := false
-	err := par.ParseSIPStream(data, func(m sip.Message) {
+	err = par.ParseSIPStream(data, func(m sip.Message) {
 		if res, ok := m.(*sip.Response); ok && !a.responseOK(p, res) {
 			bad = true
 		}
