@@ -73,6 +73,7 @@ const (
 	ReasonUnsupported               // method or extension not supported
 	ReasonTimeout                   // the far side did not answer in time
 	ReasonInternal                  // we failed: a backend is down, a stage erred
+	ReasonVersion                   // the peer speaks a protocol version we do not
 	reasonCount
 )
 
@@ -94,6 +95,7 @@ var reasonNames = [...]string{
 	ReasonUnsupported:        "unsupported",
 	ReasonTimeout:            "timeout",
 	ReasonInternal:           "internal",
+	ReasonVersion:            "version",
 }
 
 func (r Reason) String() string {

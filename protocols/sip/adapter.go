@@ -38,6 +38,7 @@ type Adapter struct {
 	listeners []*listener
 	byLocal   map[string]*listener // transport + "/" + local addr
 	upstreams map[string]*upstream
+	upList    []*upstream // the same, in config order, for the packet path
 	routes    []route
 	registrar *upstream
 
@@ -152,6 +153,7 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 			up.domain = host
 		}
 		a.upstreams[u.Name] = up
+		a.upList = append(a.upList, up)
 	}
 	for _, r := range cfg.Routes {
 		rt := route{domain: strings.ToLower(r.Domain), prefix: r.Prefix, def: r.Default, strip: r.Strip}
@@ -165,7 +167,7 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 	}
 
 	TuneTimers()
-	sipLog := a.log.With("component", "sipgo")
+	sipLog := slog.New(newQuietHandler(a.log.Handler(), 10*time.Second)).With("component", "sipgo")
 	a.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.UserAgent),
 		sipgo.WithUserAgenTLSConfig(opts.TLS),
@@ -282,7 +284,7 @@ func (a *Adapter) Start(ctx context.Context) error {
 		}(l)
 	}
 	for _, up := range a.upstreams {
-		if a.listenerFor(up.transport, up.ip) == nil && up.transport == "UDP" {
+		if a.listenerFor(up) == nil && up.transport == "UDP" {
 			a.closeListeners()
 			return fmt.Errorf("%w %s: no udp listener in the %s family", ErrNoListener, up.name, family(up.ip))
 		}
@@ -336,16 +338,18 @@ func (a *Adapter) Close() error {
 	return err
 }
 
-// listenerFor picks the listener to send from: same transport and address
-// family, preferring the given zone.
-func (a *Adapter) listenerFor(transport string, ip netip.Addr) *listener {
-	t := strings.ToLower(transport)
+// listenerFor picks the listener to send to an upstream from: same
+// transport and address family, in the upstream's zone if there is one
+// (so that the upstream's answers arrive where its zone's policies
+// apply), else the first that fits.
+func (a *Adapter) listenerFor(up *upstream) *listener {
+	t := strings.ToLower(up.transport)
 	var found *listener
 	for _, l := range a.listeners {
-		if l.transport != t || l.addr.Addr().Is4() != ip.Is4() {
+		if l.transport != t || l.addr.Addr().Is4() != up.ip.Is4() {
 			continue
 		}
-		if l.addr.Addr().IsLoopback() == ip.IsLoopback() {
+		if l.zone == up.zone {
 			return l
 		}
 		if found == nil {

@@ -64,9 +64,11 @@ func (a *Adapter) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	// An INVITE for a call that exists is a retransmission that outlived
 	// its transaction (the gateway ends an INVITE transaction as soon as
 	// the 2xx is out; the 2xx itself is retransmitted until the ACK).
-	if tag, ok := req.From().Params.Get("tag"); ok && req.CallID() != nil {
-		if _, dup := a.dialogs.get(req.CallID().Value(), remoteKey(tag)); dup {
-			return
+	if from, cid := req.From(), req.CallID(); from != nil && cid != nil {
+		if tag, ok := from.Params.Get("tag"); ok {
+			if _, dup := a.dialogs.get(cid.Value(), remoteKey(tag)); dup {
+				return
+			}
 		}
 	}
 	if !a.run(in, ev) {
@@ -201,7 +203,7 @@ func (c *call) legB(in *inbound, t target, up *upstream) *leg {
 	default:
 		lb.transport = up.transport
 		lb.dest = up.addr
-		lb.l = a.listenerFor(up.transport, up.ip)
+		lb.l = a.listenerFor(up)
 		lb.src = netip.MustParseAddrPort(up.addr)
 		lb.zone = up.zone
 	}

@@ -69,13 +69,13 @@ func shape(m message) core.Shape {
 		if cs := req.CSeq(); cs != nil && cs.MethodName != req.Method && !(req.IsAck() && cs.MethodName == sip.INVITE) {
 			s.Problems = append(s.Problems, "CSeq Method Mismatch")
 		}
-		if req.Recipient.Host == "" {
+		if !validURI(&req.Recipient) {
 			s.Problems = append(s.Problems, "Invalid Request-URI")
 		}
-		if f := req.From(); f != nil && f.Address.Host == "" {
+		if f := req.From(); f != nil && !validURI(&f.Address) {
 			s.Problems = append(s.Problems, "Invalid From URI")
 		}
-		if t := req.To(); t != nil && t.Address.Host == "" {
+		if t := req.To(); t != nil && !validURI(&t.Address) {
 			s.Problems = append(s.Problems, "Invalid To URI")
 		}
 		if !validMethod(string(req.Method)) {
@@ -92,6 +92,33 @@ func shape(m message) core.Shape {
 	}
 	return s
 }
+
+// validURI checks what sipgo's lenient parser lets through in a SIP URI:
+// a host, and only the characters RFC 3261 (25.1) allows in the user part
+// and the host: no control characters, no NUL, no raw non-ASCII.
+func validURI(u *sip.Uri) bool {
+	if u.Scheme != "sip" && u.Scheme != "sips" {
+		return u.Scheme != "" // tel:, urn: are judged by whoever routes them
+	}
+	if u.Host == "" || len(u.Host) > 255 || len(u.User) > 255 {
+		return false
+	}
+	for i := 0; i < len(u.User); i++ {
+		c := u.User[i]
+		if !(alnum(c) || strings.IndexByte("-_.!~*'()%&=+$,;?/", c) >= 0) {
+			return false
+		}
+	}
+	for i := 0; i < len(u.Host); i++ {
+		c := u.Host[i]
+		if !(alnum(c) || strings.IndexByte("-.:[]", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
 
 // validMethod reports whether a method is a SIP token (RFC 3261 25.1).
 func validMethod(m string) bool {

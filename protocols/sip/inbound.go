@@ -67,7 +67,7 @@ func (a *Adapter) inboundOf(req *sip.Request, tx sip.ServerTransaction) *inbound
 // (over a connection, whose source port is ephemeral) its IP, or one of
 // its configured source networks.
 func (a *Adapter) upstreamOf(src netip.AddrPort, transport string) *upstream {
-	for _, up := range a.upstreams {
+	for _, up := range a.upList {
 		if up.ip == src.Addr() && (up.port == src.Port() || !strings.EqualFold(transport, "udp") && strings.EqualFold(transport, up.transport)) {
 			return up
 		}
@@ -125,6 +125,9 @@ func identity(display string, u *sip.Uri) core.Identity {
 func check(req *sip.Request) core.Verdict {
 	bad := func(detail string) core.Verdict {
 		return core.RefuseWith(core.ReasonMalformed, "sip/malformed", detail)
+	}
+	if req.SipVersion != "SIP/2.0" {
+		return core.RefuseWith(core.ReasonVersion, "sip/version", "")
 	}
 	switch {
 	case req.From() == nil:

@@ -122,7 +122,9 @@ func (g *guardedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if !ok {
 			return n, addr, nil
 		}
-		m := core.PacketMeta{Src: ua.AddrPort(), Local: g.l.addr, Transport: "udp", Zone: g.l.zone, Data: b[:n]}
+		src := ua.AddrPort()
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		m := core.PacketMeta{Src: src, Local: g.l.addr, Transport: "udp", Zone: g.a.zoneOf(src, g.l, "udp"), Data: b[:n]}
 		if d := p.RunPacket(&m); d.Action != core.Allow {
 			g.a.packetRefused(&m, d)
 			continue
@@ -151,7 +153,7 @@ func (g *guardedListener) Accept() (net.Conn, error) {
 		if ta != nil {
 			src = netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port())
 		}
-		m := core.PacketMeta{Src: src, Local: g.l.addr, Transport: g.l.transport, Zone: g.l.zone, Conn: true}
+		m := core.PacketMeta{Src: src, Local: g.l.addr, Transport: g.l.transport, Zone: g.a.zoneOf(src, g.l, g.l.transport), Conn: true}
 		if p.HasPacketStages() {
 			if d := p.RunPacket(&m); d.Action != core.Allow {
 				g.a.packetRefused(&m, d)
@@ -211,4 +213,14 @@ func (c *trackedConn) Close() error {
 		c.pipe.ConnClosed(&c.meta)
 	})
 	return c.Conn.Close()
+}
+
+// zoneOf is the zone of traffic from src on l: its upstream's, when src is
+// an upstream's address (an upstream may share a listener with the
+// internet), else the listener's.
+func (a *Adapter) zoneOf(src netip.AddrPort, l *listener, transport string) string {
+	if up := a.upstreamOf(src, transport); up != nil && up.zone != "" {
+		return up.zone
+	}
+	return l.zone
 }

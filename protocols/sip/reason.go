@@ -24,6 +24,7 @@ var sipStatus = map[core.Reason]struct {
 	core.ReasonUnsupported:        {501, "Not Implemented"},
 	core.ReasonTimeout:            {408, "Request Timeout"},
 	core.ReasonInternal:           {500, "Server Internal Error"},
+	core.ReasonVersion:            {505, "Version Not Supported"},
 }
 
 // statusFor returns the SIP status for a refusing verdict.

@@ -202,7 +202,7 @@ func (a *Adapter) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		remoteNm:  to.DisplayName,
 		transport: up.transport,
 		dest:      up.addr,
-		l:         a.listenerFor(up.transport, up.ip),
+		l:         a.listenerFor(up),
 	}
 	if lu.l == nil {
 		lu.l = in.l

@@ -70,7 +70,7 @@ func (a *Adapter) relay(in *inbound) {
 	if b := t.binding; b != nil {
 		lg.transport, lg.dest, lg.l = b.transport, b.src.String(), b.l
 	} else {
-		lg.transport, lg.dest, lg.l = up.transport, up.addr, a.listenerFor(up.transport, up.ip)
+		lg.transport, lg.dest, lg.l = up.transport, up.addr, a.listenerFor(up)
 	}
 	if lg.l == nil {
 		lg.l = in.l
