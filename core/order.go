@@ -24,5 +24,8 @@ var StageOrder = []string{
 	"dialog",      // in-dialog requests for dialogs that do not exist or from the wrong peer
 	"bruteforce",  // a locked-out source or user, before auth looks at credentials
 	"auth",        // digest authentication
+	"srtp",        // a zone's media-encryption rule (488), once the caller is known
 	"admission",   // last: only calls that would otherwise proceed take a slot
+	// content: per media packet, in the relay.
+	"rtpguard", // RTP validation: source, SSRC, payload types, sequence and timestamp windows, rates
 }

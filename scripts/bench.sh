@@ -127,7 +127,7 @@ EOF
   else
     echo "policies:" >>"$1"
     local p
-    for p in acl blacklist ratelimit conncap scan tlsrequired validate dialog bruteforce auth admission triggers; do
+    for p in acl blacklist ratelimit conncap scan tlsrequired validate dialog bruteforce auth srtp admission rtpguard triggers; do
       echo "  $p: {enabled: false}" >>"$1"
     done
   fi

@@ -13,7 +13,9 @@ import (
 	"github.com/ucgate/ucgate/policies/conncap"
 	"github.com/ucgate/ucgate/policies/dialog"
 	"github.com/ucgate/ucgate/policies/ratelimit"
+	"github.com/ucgate/ucgate/policies/rtpguard"
 	"github.com/ucgate/ucgate/policies/scan"
+	"github.com/ucgate/ucgate/policies/srtp"
 	"github.com/ucgate/ucgate/policies/tlsrequired"
 	"github.com/ucgate/ucgate/policies/triggers"
 	"github.com/ucgate/ucgate/policies/validate"
@@ -32,7 +34,9 @@ type Policies struct {
 	Dialog      dialog.Config      `yaml:"dialog"`
 	Bruteforce  bruteforce.Config  `yaml:"bruteforce"`
 	Auth        auth.Config        `yaml:"auth"`
+	SRTP        srtp.Config        `yaml:"srtp"`
 	Admission   admission.Config   `yaml:"admission"`
+	RTPGuard    rtpguard.Config    `yaml:"rtpguard"`
 	Triggers    triggers.Config    `yaml:"triggers"`
 }
 
@@ -41,7 +45,8 @@ func defaultPolicies() Policies {
 		ACL: acl.Defaults(), Blacklist: blacklist.Defaults(), RateLimit: ratelimit.Defaults(),
 		ConnCap: conncap.Defaults(), Scan: scan.Defaults(), TLSRequired: tlsrequired.Defaults(),
 		Validation: validate.Defaults(), Dialog: dialog.Defaults(), Bruteforce: bruteforce.Defaults(),
-		Auth: auth.Defaults(), Admission: admission.Defaults(), Triggers: triggers.Defaults(),
+		Auth: auth.Defaults(), SRTP: srtp.Defaults(), Admission: admission.Defaults(),
+		RTPGuard: rtpguard.Defaults(), Triggers: triggers.Defaults(),
 	}
 }
 
@@ -58,7 +63,9 @@ func (p Policies) Validate() error {
 		config.Nest("dialog", p.Dialog.Validate()),
 		config.Nest("bruteforce", p.Bruteforce.Validate()),
 		config.Nest("auth", p.Auth.Validate()),
+		config.Nest("srtp", p.SRTP.Validate()),
 		config.Nest("admission", p.Admission.Validate()),
+		config.Nest("rtpguard", p.RTPGuard.Validate()),
 		config.Nest("triggers", p.Triggers.Validate()),
 	)
 }
@@ -98,6 +105,12 @@ var stageConstructors = map[string]func(c Config, d core.Deps, prev *core.Pipeli
 	},
 	"auth": func(c Config, d core.Deps, _ *core.Pipeline) (core.Stage, error) {
 		return build(c.Policies.Auth.Enabled, func() (*auth.Stage, error) { return auth.New(c.Policies.Auth, d) })
+	},
+	"srtp": func(c Config, d core.Deps, _ *core.Pipeline) (core.Stage, error) {
+		return build(c.Policies.SRTP.Enabled, func() (*srtp.Stage, error) { return srtp.New(c.Policies.SRTP, d) })
+	},
+	"rtpguard": func(c Config, d core.Deps, _ *core.Pipeline) (core.Stage, error) {
+		return build(c.Policies.RTPGuard.Enabled, func() (*rtpguard.Stage, error) { return rtpguard.New(c.Policies.RTPGuard, d) })
 	},
 	"admission": func(c Config, d core.Deps, prev *core.Pipeline) (core.Stage, error) {
 		return inherit(c.Policies.Admission.Enabled, prev, func() (*admission.Stage, error) { return admission.New(c.Policies.Admission, d) })
