@@ -120,6 +120,7 @@ type legState struct {
 	role   string
 	zone   string
 	nat    bool
+	sig    netip.AddrPort // signalling source, as PeerInfo last gave it
 	family Family
 	mode   SRTPMode // resolved once the leg negotiated a stream; SRTPAuto before
 }
@@ -127,7 +128,8 @@ type legState struct {
 // pending is an offer waiting for its answer.
 type pending struct {
 	offerer int
-	reneg   bool
+	moved   bool           // the offerer's signalling source changed
+	sig     netip.AddrPort // the offerer's signalling source
 	streams []*pendingStream // by m= line; nil: the offer disabled it
 }
 
@@ -154,6 +156,10 @@ type stream struct {
 // legMedia is what one leg's latest description says about a stream.
 type legMedia struct {
 	rtp, rtcp netip.AddrPort // where the leg receives; invalid: unknown
+	// from and fromRTCP are where its packets must come from when it is
+	// not latched: its description's addresses, or the last ones it gave
+	// when this description names none (on hold, still sending music).
+	from, fromRTCP netip.AddrPort
 	mux       bool
 	codecs    []core.Codec
 	direction string
@@ -184,19 +190,22 @@ func legIndex(role string) (int, error) {
 // other leg needs. Streams that are not RTP, or disabled, are disabled.
 // Nothing is relayed before the answer.
 func (c *Call) Offer(from string, md *core.MediaDesc, peer PeerInfo) (*core.MediaDesc, error) {
-	return c.offer(from, md, peer, false)
+	return c.offer(from, md, peer)
 }
 
 // Update is Offer for a renegotiation (re-INVITE, UPDATE) from either
-// leg. When its answer completes it, the relay learns the sources of
-// the legs that sent descriptions again (a moved leg may be latched
-// anew; a new SSRC is fine), and the content stages' guards are told of
-// new payload formats through Renegotiate.
+// leg. When its answer completes it, a leg whose description names a new
+// address, or whose signalling source moved, is latched anew (with
+// latching on: its first valid packets; strict: the new address); a
+// leg that did not move keeps its latch, so that a session refresh opens
+// no window for injection. A new SSRC is fine either way. The content
+// stages' guards hear of the new negotiation (payload formats) through
+// Renegotiate before the next packet they check.
 func (c *Call) Update(from string, md *core.MediaDesc, peer PeerInfo) (*core.MediaDesc, error) {
-	return c.offer(from, md, peer, true)
+	return c.offer(from, md, peer)
 }
 
-func (c *Call) offer(from string, md *core.MediaDesc, peer PeerInfo, reneg bool) (*core.MediaDesc, error) {
+func (c *Call) offer(from string, md *core.MediaDesc, peer PeerInfo) (*core.MediaDesc, error) {
 	x, err := legIndex(from)
 	if err != nil {
 		return nil, err
@@ -213,7 +222,8 @@ func (c *Call) offer(from string, md *core.MediaDesc, peer PeerInfo, reneg bool)
 	if len(md.Streams) < len(c.streams) {
 		return nil, fmt.Errorf("%w: %d streams offered, %d negotiated", ErrStreams, len(md.Streams), len(c.streams))
 	}
-	p := &pending{offerer: x, reneg: reneg, streams: make([]*pendingStream, len(md.Streams))}
+	p := &pending{offerer: x, sig: peer.Addr, moved: movedFrom(c.legs[x].sig, peer.Addr),
+		streams: make([]*pendingStream, len(md.Streams))}
 	out := &core.MediaDesc{Streams: make([]core.Stream, len(md.Streams))}
 	var fresh []*side
 	fail := func(err error) (*core.MediaDesc, error) {
@@ -335,6 +345,7 @@ func (c *Call) offeredMedia(x, i int, in *core.Stream, cur *stream) (legMedia, e
 		prev = &cur.media[x]
 		m.epoch = prev.epoch
 	}
+	m.keepSource(prev)
 	switch m.mode {
 	case SRTPWant, SRTPOffer:
 		k, tag := firstUsable(in.Crypto)
@@ -444,6 +455,7 @@ func (c *Call) Answer(from string, md *core.MediaDesc, peer PeerInfo) (*core.Med
 			epoch:     st.media[y].epoch,
 		}
 		ym.rtcp = rtcpAddr(in, ym.rtp)
+		ym.keepSource(&st.media[y])
 		if a := ym.rtp.Addr(); a.IsValid() && familyOf(a) != st.sides[y].pool.family {
 			return nil, fmt.Errorf("%w: stream %d answered in %s, offered in %s", ErrFamily, i, familyOf(a), st.sides[y].pool.family)
 		}
@@ -485,7 +497,14 @@ func (c *Call) Answer(from string, md *core.MediaDesc, peer PeerInfo) (*core.Med
 		}
 	}
 	// Commit.
+	movedY := movedFrom(c.legs[y].sig, peer.Addr)
 	c.legs[y].zone, c.legs[y].nat = peer.Zone, peer.BehindNAT
+	if peer.Addr.IsValid() {
+		c.legs[y].sig = peer.Addr
+	}
+	if p.sig.IsValid() {
+		c.legs[x].sig = p.sig
+	}
 	for i, ps := range p.streams {
 		var cur *stream
 		if i < len(c.streams) {
@@ -518,10 +537,13 @@ func (c *Call) Answer(from string, md *core.MediaDesc, peer PeerInfo) (*core.Med
 		}
 		ps.fresh = false
 		xm, ym := ps.x, ys[i]
-		if p.reneg || xm.rtp != st.media[x].rtp {
+		// A leg that moved (its description's address, or its signalling
+		// source behind NAT) is learnt again; one that did not keeps its
+		// latch, against injection at every session refresh.
+		if xm.rtp != st.media[x].rtp || p.moved {
 			xm.epoch++
 		}
-		if p.reneg || ym.rtp != st.media[y].rtp {
+		if ym.rtp != st.media[y].rtp || movedY {
 			ym.epoch++
 		}
 		st.media[x], st.media[y] = xm, ym
@@ -541,8 +563,22 @@ func (c *Call) Answer(from string, md *core.MediaDesc, peer PeerInfo) (*core.Med
 			c.start(st)
 		}
 	}
-	p.reneg = false
+	p.moved = false
 	return out, nil
+}
+
+// keepSource sets where the leg's packets come from, keeping the
+// previous description's addresses when this one names none.
+func (m *legMedia) keepSource(prev *legMedia) {
+	m.from, m.fromRTCP = m.rtp, m.rtcp
+	if !m.from.IsValid() && prev != nil {
+		m.from, m.fromRTCP = prev.from, prev.fromRTCP
+	}
+}
+
+// movedFrom reports a signalling source that changed.
+func movedFrom(old, now netip.AddrPort) bool {
+	return old.IsValid() && now.IsValid() && old != now
 }
 
 // Answered tells the call that the session was answered: from now on the
@@ -668,6 +704,13 @@ func (c *Call) dropPending() {
 // closeStream closes a stream's sockets; its readers end on their own.
 func (c *Call) closeStream(st *stream) {
 	st.closed = true
+	for _, d := range st.dirs {
+		if d != nil {
+			if f := d.foreign.Load(); f != nil {
+				f.Close()
+			}
+		}
+	}
 	for _, s := range st.sides {
 		s.close()
 		s.release()

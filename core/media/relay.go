@@ -70,6 +70,9 @@ type dir struct {
 	dropMu                sync.Mutex
 	dropped               map[string]uint64
 	alerted               map[string]int64
+	// foreign, when set, takes the STUN and DTLS packets the leg sends
+	// (Call.PacketConn).
+	foreign atomic.Pointer[foreignConn]
 }
 
 // dirConfig is what a direction's readers need, rebuilt by every
@@ -107,15 +110,17 @@ func (c *Call) start(st *stream) {
 		d.lastRecv.Store(now)
 		cfg := d.cfg.Load()
 		for _, rtcpPort := range []bool{false, true} {
-			r := &reader{c: c, st: st, d: d, peer: peer, out: st.sides[1-l], rtcpPort: rtcpPort, buf: make([]byte, bufSize)}
+			r := &reader{c: c, st: st, d: d, peer: peer, out: st.sides[1-l], rtcpPort: rtcpPort, buf: make([]byte, bufSize), seq: cfg.seq}
 			r.conn = st.sides[l].rtp
 			if rtcpPort {
 				r.conn = st.sides[l].rtcp
+			} else {
+				// One set of guards per direction, on the reader of the
+				// RTP port: Check is never called from two goroutines.
+				info := cfg.info
+				info.Codecs = slices.Clone(info.Codecs)
+				r.guards = c.pipe.Guards(&info)
 			}
-			info := cfg.info
-			info.Codecs = slices.Clone(info.Codecs)
-			r.guards = c.pipe.Guards(&info)
-			r.seq = cfg.seq
 			c.wg.Add(1)
 			go r.run()
 		}
@@ -129,11 +134,15 @@ func (c *Call) configure(st *stream) {
 		m, om := &st.media[l], &st.media[o]
 		d := st.dirs[l]
 		learn, hold := c.e.learns(c.legs[l].nat)
+		if !learn && !m.from.IsValid() && c.e.cfg.Latch == LatchNAT {
+			// No usable address ever (a name, not an address): learn it.
+			learn = true
+		}
 		cfg := &dirConfig{
 			learn:        learn,
 			hold:         hold,
-			expRTP:       m.rtp,
-			expRTCP:      m.rtcp,
+			expRTP:       m.from,
+			expRTCP:      m.fromRTCP,
 			mux:          m.mux,
 			outMux:       om.mux,
 			epoch:        m.epoch,
@@ -228,9 +237,11 @@ func mergeCodecs(recv, send []core.Codec) []core.Codec {
 
 // reader relays what one socket receives: the RTP socket facing a leg
 // (RTP, and RTCP when multiplexed) or its RTCP socket. It owns its
-// buffer, its parse state, its latch and its guards: nothing it does per
-// packet allocates or takes a lock, but multiplexed or separate SRTCP,
-// drops and latching.
+// buffer, its parse state, its latch and, on the RTP port, the
+// direction's guards: nothing it does per RTP packet allocates or takes
+// a lock (SRTCP, drops and latching do). RTCP on its own port is checked
+// by the relay (source, sanity, SRTCP, rate) but not by the guards, whose
+// Check must not run on two goroutines.
 type reader struct {
 	c        *Call
 	st       *stream
@@ -325,11 +336,14 @@ func (r *reader) accepts(src netip.AddrPort, now int64, rtcpOnRTP bool) (ok, can
 	if r.latched && src == r.src {
 		return true, false
 	}
-	if !cfg.learn || rtcpOnRTP {
+	if !cfg.learn {
 		return false, false
 	}
 	if !r.latched {
 		return true, true
+	}
+	if rtcpOnRTP {
+		return false, false // a move is proven by RTP
 	}
 	if cfg.relatch && now-r.lastSeen >= cfg.relatchAfter {
 		if !r.rtcpPort {
@@ -348,6 +362,9 @@ func (r *reader) relayRTP(b []byte, src netip.AddrPort, now int64) {
 	if b[0]>>6 != 2 {
 		why := "not rtp"
 		if isForeign(b) {
+			if f := r.d.foreign.Load(); f != nil && f.deliver(b, src) {
+				return
+			}
 			why = "stun or dtls on an rtp port"
 		}
 		r.drop(RuleMalformed, src, now, false, why, nil)
@@ -398,7 +415,7 @@ func (r *reader) relayRTP(b []byte, src netip.AddrPort, now int64) {
 	p.Data, p.Src, p.RTCP, p.Now = b, src, false, now
 	for _, g := range r.guards {
 		if v := g.Check(p); v.Action != core.Allow {
-			r.drop(v.Rule, src, now, true, v.Detail, nil)
+			r.drop(v.Rule, src, now, false, v.Detail, nil)
 			return
 		}
 	}
@@ -478,7 +495,7 @@ func (r *reader) relayRTCP(b []byte, src netip.AddrPort, now int64, onRTP bool) 
 	for _, g := range r.guards {
 		if v := g.Check(p); v.Action != core.Allow {
 			d.rtcpMu.Unlock()
-			r.drop(v.Rule, src, now, true, v.Detail, nil)
+			r.drop(v.Rule, src, now, false, v.Detail, nil)
 			return
 		}
 	}
@@ -535,7 +552,9 @@ func (r *reader) latch(src netip.AddrPort) {
 }
 
 // drop counts a refused packet under rule and, for injection (alert),
-// raises a security event at most once per alertEvery per rule.
+// raises a security event at most once per alertEvery per rule. Guards'
+// refusals are counted, not raised: a guard raises its own events
+// (rtpguard: the first drop of each rule in a stream direction).
 func (r *reader) drop(rule string, src netip.AddrPort, now int64, alert bool, why string, err error) {
 	if rule == "" {
 		rule = "media/guard"

@@ -2,8 +2,12 @@ package media
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"net/netip"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/srtp/v3"
@@ -266,5 +270,59 @@ func TestDTLSKeysFromOutside(t *testing.T) {
 	}
 	if err := c.SetKeys(core.RoleCallee, 0, Keys{}, Keys{}); !errIs(err, ErrCrypto) {
 		t.Fatalf("keys for a plain leg: %v", err)
+	}
+}
+
+// TestDTLSSeam: STUN and DTLS packets on a DTLS leg's relay port reach
+// the adapter's PacketConn, and its writes leave through that port.
+func TestDTLSSeam(t *testing.T) {
+	e, _ := newEngine(t, testConfig(100))
+	browser, phone := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	c := e.NewCall(core.NewSessionID(), nil, nil)
+	defer c.Close()
+	off := audio(browser.addr)
+	off.Protocol, off.RTCPMux = "UDP/TLS/RTP/SAVPF", true
+	if _, err := c.Offer(core.RoleCaller, desc(off), PeerInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PacketConn(core.RoleCaller, 0); !errIs(err, ErrStreams) {
+		t.Fatalf("seam before the answer: %v", err)
+	}
+	back, err := c.Answer(core.RoleCallee, desc(audio(phone.addr)), PeerInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PacketConn(core.RoleCallee, 0); !errIs(err, ErrCrypto) {
+		t.Fatalf("seam on a plain leg: %v", err)
+	}
+	pc, err := c.PacketConn(core.RoleCaller, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := back.Streams[0].Addr
+	if pc.LocalAddr().(*net.UDPAddr).AddrPort().Port() != relay.Port() {
+		t.Fatalf("seam on %s, relay port %s", pc.LocalAddr(), relay)
+	}
+	hello := []byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1} // a DTLS record
+	browser.send(hello, relay)
+	buf := make([]byte, 1500)
+	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil || !bytes.Equal(buf[:n], hello) || from.(*net.UDPAddr).AddrPort() != browser.addr {
+		t.Fatalf("read %x from %v: %v", buf[:n], from, err)
+	}
+	if _, err := pc.WriteTo([]byte{22, 1}, net.UDPAddrFromAddrPort(browser.addr)); err != nil {
+		t.Fatal(err)
+	}
+	if b, src := browser.mustRecv(); !bytes.Equal(b, []byte{22, 1}) || src != relay {
+		t.Fatalf("got %x from %s", b, src)
+	}
+	pc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, _, err := pc.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("deadline: %v", err)
+	}
+	pc.Close()
+	if _, _, err := pc.ReadFrom(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("after close: %v", err)
 	}
 }
