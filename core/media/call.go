@@ -128,8 +128,8 @@ type legState struct {
 // pending is an offer waiting for its answer.
 type pending struct {
 	offerer int
-	moved   bool           // the offerer's signalling source changed
-	sig     netip.AddrPort // the offerer's signalling source
+	moved   bool             // the offerer's signalling source changed
+	sig     netip.AddrPort   // the offerer's signalling source
 	streams []*pendingStream // by m= line; nil: the offer disabled it
 }
 
@@ -160,16 +160,16 @@ type legMedia struct {
 	// not latched: its description's addresses, or the last ones it gave
 	// when this description names none (on hold, still sending music).
 	from, fromRTCP netip.AddrPort
-	mux       bool
-	codecs    []core.Codec
-	direction string
-	profile   string // the transport protocol as the leg wrote it
-	mode      SRTPMode
-	srtp      bool     // SRTP in use: remote and local are set
-	remote    *sdesKey // the leg's key: decrypts what it sends
-	local     *sdesKey // the gateway's key: encrypts what it is sent
-	tag       int      // SDES tag of the pair
-	epoch     uint64   // bumped to make the relay learn the leg's source again
+	mux            bool
+	codecs         []core.Codec
+	direction      string
+	profile        string // the transport protocol as the leg wrote it
+	mode           SRTPMode
+	srtp           bool     // SRTP in use: remote and local are set
+	remote         *sdesKey // the leg's key: decrypts what it sends
+	local          *sdesKey // the gateway's key: encrypts what it is sent
+	tag            int      // SDES tag of the pair
+	epoch          uint64   // bumped to make the relay learn the leg's source again
 }
 
 func legIndex(role string) (int, error) {
