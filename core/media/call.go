@@ -408,8 +408,8 @@ func (c *Call) offerKeys(ps *pendingStream, cur *stream, y int, xm legMedia) err
 	return nil
 }
 
-// Answer takes the answer leg from gave to the pending offer of the other
-// leg and returns the answer to send the offerer: its streams pointed at
+// Answer takes the answer that leg from gave to the other leg's pending
+// offer and returns the answer to send the offerer: its streams pointed at
 // the offerer's relay endpoints, with the gateway's key when the offerer
 // speaks SDES. The relay starts (or takes the new negotiation) at once.
 // Answer may be called again for the same offer (a provisional answer,

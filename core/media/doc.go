@@ -19,8 +19,10 @@
 // The relay is one goroutine per socket. A packet is read into the
 // reader's own buffer, checked, decrypted and encrypted in place and
 // written to the other leg's socket: no allocation and no lock per RTP
-// packet. DTLS-SRTP (WebRTC) is keyed outside: a leg negotiated as
-// SRTPDTLS gets its keys through Call.SetKeys.
+// packet. DTLS-SRTP (WebRTC) is keyed outside: for a leg negotiated as
+// SRTPDTLS the WebRTC adapter runs ICE and DTLS over Call.PacketConn
+// (the STUN and DTLS packets that reach the leg's relay port) and hands
+// the exported keys to Call.SetKeys.
 //
 // media imports core, core/config and the protocol-neutral media
 // libraries pion/rtp, pion/rtcp and pion/srtp; it must not import a
