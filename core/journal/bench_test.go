@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -98,11 +99,13 @@ func BenchmarkCDRGroupCommit(b *testing.B) {
 // Both make calls as fast as the journal takes them. "prefilled/3000cps"
 // starts them at 3000 per second instead, the load the journal is sized
 // for: ns/op is then 333µs as long as the journal keeps up, and commits
-// carry fewer records than at full speed.
+// carry fewer records than at full speed. "prefilled/3000cps/pruning" does
+// that while the pruner deletes the prefilled calls, all older than the
+// retention (pruned/call is the rows it deleted per call made).
 func BenchmarkCallLoad(b *testing.B) {
 	calls := newCalls(1<<14, 1)
 	b.Run("empty", func(b *testing.B) {
-		benchCalls(b, b.TempDir(), calls, 0)
+		benchCalls(b, b.TempDir(), calls, 0, false)
 	})
 	var (
 		once     sync.Once
@@ -113,16 +116,22 @@ func BenchmarkCallLoad(b *testing.B) {
 			os.RemoveAll(filepath.Dir(template))
 		}
 	})
-	for _, rate := range []int{0, 3000} {
+	for _, bc := range []struct {
+		rate  int
+		prune bool
+	}{{0, false}, {3000, false}, {3000, true}} {
 		name := "prefilled"
-		if rate > 0 {
-			name += fmt.Sprintf("/%dcps", rate)
+		if bc.rate > 0 {
+			name += fmt.Sprintf("/%dcps", bc.rate)
+		}
+		if bc.prune {
+			name += "/pruning"
 		}
 		b.Run(name, func(b *testing.B) {
 			once.Do(func() { template = prefill(b) })
 			dir := b.TempDir()
 			copyFile(b, template, dbPath(dir))
-			benchCalls(b, dir, calls, rate)
+			benchCalls(b, dir, calls, bc.rate, bc.prune)
 		})
 	}
 }
@@ -175,14 +184,29 @@ func copyFile(b *testing.B, from, to string) {
 	}
 }
 
-func benchCalls(b *testing.B, dir string, calls []call, rate int) {
+// benchCalls runs makeCalls on a journal in dir. If prune is set, a pruner
+// deletes every call made before t0 meanwhile.
+func benchCalls(b *testing.B, dir string, calls []call, rate int, prune bool) {
 	cfg := testConfig()
 	cfg.Queue = Defaults().Queue
 	j := open(b, cfg, dir)
+	var p *pruner
+	if prune {
+		s := j.durable[0].(*sqliteSink)
+		var err error
+		if p, err = newPruner(s, 24*time.Hour, slog.New(slog.DiscardHandler)); err != nil {
+			b.Fatal(err)
+		}
+		p.now = func() time.Time { return t0.Add(24 * time.Hour) }
+		s.prune = p // stopped by Close
+	}
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	w0 := written()
 	b.ResetTimer()
+	if p != nil {
+		p.start()
+	}
 	makeCalls(b, j, calls, b.N, 0, rate)
 	if err := j.Close(); err != nil {
 		b.Fatal(err)
@@ -193,6 +217,9 @@ func benchCalls(b *testing.B, dir string, calls []call, rate int) {
 	}
 	if w := written() - w0; w > 0 {
 		b.ReportMetric(float64(w)/float64(b.N), "wbytes/call")
+	}
+	if p != nil {
+		b.ReportMetric(float64(p.deleted.Load())/float64(b.N), "pruned/call")
 	}
 }
 

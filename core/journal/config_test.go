@@ -3,6 +3,7 @@ package journal
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ucgate/ucgate/core/config"
 )
@@ -22,6 +23,11 @@ func TestValidate(t *testing.T) {
 		{"synchronous off", "sqlite: {synchronous: 'off'}", `sqlite.synchronous: must be "normal" or "full", got "off"`},
 		{"synchronous upper case", "sqlite: {synchronous: FULL}", `sqlite.synchronous: must be "normal" or "full", got "FULL"`},
 		{"queue zero", "queue: 0", "queue: must be between 1 and 16777216, got 0"},
+		{"retention five years", "retention: 43830h", ""},
+		{"retention 0s keeps everything", "retention: 0s", ""},
+		{"retention one hour", "retention: 1h", ""},
+		{"retention too short", "retention: 59m", "retention: must be 0s (keep everything) or at least 1h0m0s, got 59m0s"},
+		{"retention negative", "retention: -1h", "retention: must be 0s (keep everything) or at least 1h0m0s, got -1h0m0s"},
 		{"queue huge", "queue: 16777217", "queue: must be between 1 and 16777216, got 16777217"},
 		{"address without port", "syslog: {address: logs.example.com}", `syslog.address: must be host:port, got "logs.example.com"`},
 		{"address without host", "syslog: {address: ':514'}", `syslog.address: must be host:port, got ":514"`},
@@ -32,14 +38,15 @@ func TestValidate(t *testing.T) {
 		{"app name empty", "syslog: {app_name: ''}", `syslog.app_name: must be 1 to 48 printable ASCII characters without spaces, got ""`},
 		{"app name space", "syslog: {app_name: 'uc gate'}", `syslog.app_name: must be 1 to 48 printable ASCII characters without spaces, got "uc gate"`},
 		{"app name long", "syslog: {app_name: " + long + "}", `syslog.app_name: must be 1 to 48 printable ASCII characters without spaces, got "` + long + `"`},
-		{"every problem at once", "sqlite: {path: '', synchronous: extra}\nsyslog: {address: x, network: sctp, facility: '', app_name: ''}\nqueue: -1",
+		{"every problem at once", "sqlite: {path: '', synchronous: extra}\nsyslog: {address: x, network: sctp, facility: '', app_name: ''}\nqueue: -1\nretention: 1s",
 			"sqlite.path: must not be empty when the sink is enabled\n" +
 				`sqlite.synchronous: must be "normal" or "full", got "extra"` + "\n" +
 				`syslog.address: must be host:port, got "x"` + "\n" +
 				`syslog.network: must be "udp" or "tcp", got "sctp"` + "\n" +
 				`syslog.facility: must be a syslog facility (user, daemon, local0 to local7, ...), got ""` + "\n" +
 				`syslog.app_name: must be 1 to 48 printable ASCII characters without spaces, got ""` + "\n" +
-				"queue: must be between 1 and 16777216, got -1"},
+				"queue: must be between 1 and 16777216, got -1\n" +
+				"retention: must be 0s (keep everything) or at least 1h0m0s, got 1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,5 +70,11 @@ func TestDecodeRejectsUnknownKeys(t *testing.T) {
 	_, err := config.Decode([]byte("syslog:\n  appname: x\n"), "ucgate.yaml", &cfg)
 	if err == nil || !strings.Contains(err.Error(), "ucgate.yaml:2:1: field appname not found") {
 		t.Fatalf("err = %v, want unknown field appname at line 2", err)
+	}
+}
+
+func TestDefaultRetention(t *testing.T) {
+	if got := Defaults().Retention; got != 90*24*time.Hour {
+		t.Fatalf("default retention %v, want 90 days", got)
 	}
 }

@@ -1,10 +1,12 @@
 package journal
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,6 +47,29 @@ func sampleTx(i int) *core.Transaction {
 	return t
 }
 
+// sampleSec is security event i: rules scan/probe, bruteforce/source and
+// blacklist/block in turn, from 192.0.2.(i%5+1) on port 5060 (odd i) or
+// without a port (even i).
+func sampleSec(i int) *core.SecurityEvent {
+	rules := []string{"scan/probe", "bruteforce/source", "blacklist/block"}
+	actions := []string{"refuse", "lockout", "block"}
+	src := fmt.Sprintf("192.0.2.%d", i%5+1)
+	if i%2 == 1 {
+		src += ":5060"
+	}
+	return &core.SecurityEvent{
+		Time:     t0.Add(time.Duration(i) * time.Millisecond),
+		Rule:     rules[i%3],
+		Action:   actions[i%3],
+		Src:      src,
+		Zone:     "internet",
+		User:     fmt.Sprintf("user%d", i),
+		Session:  core.SessionID(fmt.Sprintf("e%05d", i)),
+		Protocol: "sip",
+		Detail:   fmt.Sprintf("event %d", i),
+	}
+}
+
 func sampleCDR(i int) *core.CDR {
 	start := t0.Add(time.Duration(i) * time.Second)
 	c := &core.CDR{
@@ -79,10 +104,13 @@ func sampleCDR(i int) *core.CDR {
 	return c
 }
 
-// testConfig is a journal with SQLite only, in a fresh directory.
+// testConfig is a journal with SQLite only, in a fresh directory. It keeps
+// everything: the test records are from 2025 (t0), and the retention tests
+// set their own.
 func testConfig() Config {
 	cfg := Defaults()
 	cfg.Queue = 1024
+	cfg.Retention = 0
 	return cfg
 }
 
@@ -111,6 +139,7 @@ type gate struct {
 	release    chan struct{}
 	mu         sync.Mutex
 	txBatches  []int
+	secBatches []int
 	cdrBatches []int
 }
 
@@ -118,17 +147,52 @@ func newGate(s sink) *gate {
 	return &gate{sink: s, entered: make(chan struct{}), release: make(chan struct{})}
 }
 
-func (g *gate) write(txs []*core.Transaction, cdrs []*core.CDR) (error, error) {
-	if len(cdrs) > 0 {
+func (g *gate) write(b *batch) (error, error, error) {
+	if len(b.cdrs) > 0 {
 		g.once.Do(func() { close(g.entered); <-g.release })
 	}
 	g.mu.Lock()
-	if len(txs) > 0 {
-		g.txBatches = append(g.txBatches, len(txs))
+	if len(b.txs) > 0 {
+		g.txBatches = append(g.txBatches, len(b.txs))
 	}
-	if len(cdrs) > 0 {
-		g.cdrBatches = append(g.cdrBatches, len(cdrs))
+	if len(b.secs) > 0 {
+		g.secBatches = append(g.secBatches, len(b.secs))
+	}
+	if len(b.cdrs) > 0 {
+		g.cdrBatches = append(g.cdrBatches, len(b.cdrs))
 	}
 	g.mu.Unlock()
-	return g.sink.write(txs, cdrs)
+	return g.sink.write(b)
+}
+
+// levelLog keeps the records logged at level or above, as
+// "message key=value ...".
+type levelLog struct {
+	level slog.Level
+	mu    sync.Mutex
+	msgs  []string
+}
+
+func (l *levelLog) Enabled(_ context.Context, level slog.Level) bool { return level >= l.level }
+
+func (l *levelLog) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	l.mu.Lock()
+	l.msgs = append(l.msgs, b.String())
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *levelLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *levelLog) WithGroup(string) slog.Handler      { return l }
+
+func (l *levelLog) messages() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.msgs...)
 }

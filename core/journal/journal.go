@@ -39,17 +39,29 @@ const (
 	// groupCDRs is the number of waiting CDRs that is company enough: they
 	// are committed as soon as the writer is free.
 	groupCDRs = 16
+	// secQueue is how many security events wait for the writer before
+	// Alert drops them. They come from core.Alerts, which has a queue of
+	// its own in front: this one need only cover a commit or two.
+	secQueue = 4096
 )
+
+// batch is what the writer hands every sink at once. Any part may be
+// empty.
+type batch struct {
+	txs  []*core.Transaction
+	secs []*core.SecurityEvent
+	cdrs []*core.CDR
+}
 
 // sink is one place records go. The journal calls it from its one writer
 // goroutine, and never after close.
 type sink interface {
 	name() string
-	// write writes a batch of transactions and a batch of CDRs, either of
-	// which may be empty, and reports the failure of each; a durable sink
-	// returns once the CDRs would survive a crash. It must not keep the
-	// pointers: the records are reused once it returns.
-	write(txs []*core.Transaction, cdrs []*core.CDR) (txErr, cdrErr error)
+	// write writes a batch and reports the failure of each kind of record
+	// in it; a durable sink returns once the CDRs would survive a crash.
+	// It must not keep the pointers: the records are reused once it
+	// returns.
+	write(b *batch) (txErr, secErr, cdrErr error)
 	close() error
 }
 
@@ -60,13 +72,16 @@ type Journal struct {
 	durable []sink // CDR callers wait for these
 	others  []sink // best effort, written after the callers are released
 
-	mu     sync.RWMutex // held for reading while sending, for writing to close the queues
-	closed bool
-	tx     chan *core.Transaction
-	cdr    chan cdrRequest
-	done   chan struct{} // closed when the writer has written everything
-	pool   sync.Pool
-	late   atomic.Uint64 // transactions refused after Close
+	mu      sync.RWMutex // held for reading while sending, for writing to close the queues
+	closed  bool
+	tx      chan *core.Transaction
+	sec     chan *core.SecurityEvent
+	cdr     chan cdrRequest
+	done    chan struct{} // closed when the writer has written everything
+	pool    sync.Pool     // of *core.Transaction
+	secPool sync.Pool     // of *core.SecurityEvent
+	late    atomic.Uint64 // transactions refused after Close
+	secDrop dropCounter   // security events Alert could not queue
 }
 
 type cdrRequest struct {
@@ -74,7 +89,10 @@ type cdrRequest struct {
 	done chan error // buffered: the writer never waits for a caller that gave up
 }
 
-var _ core.Journal = (*Journal)(nil)
+var (
+	_ core.Journal = (*Journal)(nil)
+	_ core.Alerter = (*Journal)(nil)
+)
 
 // Open opens the sinks cfg enables (relative paths are taken from dataDir)
 // and starts the writers. cfg must have passed Validate. A nil log discards.
@@ -83,11 +101,12 @@ func Open(cfg Config, dataDir string, log *slog.Logger) (*Journal, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	j := &Journal{log: log}
+	j.secDrop.log = log
 	fail := func(err error) (*Journal, error) {
 		return nil, errors.Join(err, j.closeSinks())
 	}
 	if cfg.SQLite.Enabled {
-		s, err := openSQLite(inDir(dataDir, cfg.SQLite.Path), cfg.SQLite.Synchronous, log)
+		s, err := openSQLite(inDir(dataDir, cfg.SQLite.Path), cfg.SQLite.Synchronous, cfg.Retention, log)
 		if err != nil {
 			return fail(err)
 		}
@@ -111,7 +130,9 @@ func Open(cfg Config, dataDir string, log *slog.Logger) (*Journal, error) {
 		log.Warn("journal has no durable sink: CDRs are not kept")
 	}
 	j.pool.New = func() any { return new(core.Transaction) }
+	j.secPool.New = func() any { return new(core.SecurityEvent) }
 	j.tx = make(chan *core.Transaction, cfg.Queue)
+	j.sec = make(chan *core.SecurityEvent, secQueue)
 	j.cdr = make(chan cdrRequest, maxBatch)
 	j.done = make(chan struct{})
 	go j.write()
@@ -141,6 +162,38 @@ func (j *Journal) Transaction(t *core.Transaction) {
 	}
 	j.tx <- cp
 	j.mu.RUnlock()
+}
+
+// Alert implements core.Alerter: it queues a copy of e for the sinks, to be
+// written with the next batch of transactions. It never waits: when the
+// queue is full (a flood of events outruns the writer) or the journal is
+// closing, the event is dropped, counted, and the count logged at most once
+// a minute. Security events are best effort; transactions and CDRs are not.
+// A zero e.Time is taken as now.
+func (j *Journal) Alert(e *core.SecurityEvent) {
+	// TryRLock fails only while Close waits for the lock or holds it: the
+	// event would be refused once it got it.
+	if !j.mu.TryRLock() {
+		j.secDrop.add(time.Now())
+		return
+	}
+	defer j.mu.RUnlock()
+	if j.closed {
+		j.secDrop.add(time.Now())
+		return
+	}
+	cp := j.secPool.Get().(*core.SecurityEvent)
+	*cp = *e
+	if cp.Time.IsZero() {
+		cp.Time = time.Now()
+	}
+	select {
+	case j.sec <- cp:
+	default:
+		*cp = core.SecurityEvent{}
+		j.secPool.Put(cp)
+		j.secDrop.add(time.Now())
+	}
 }
 
 // CDR writes a copy of c and returns once the durable sinks have committed
@@ -184,12 +237,14 @@ func (j *Journal) Close() error {
 	j.closed = true
 	if j.tx != nil {
 		close(j.tx)
+		close(j.sec)
 		close(j.cdr)
 	}
 	j.mu.Unlock()
 	if j.done != nil {
 		<-j.done
 	}
+	j.secDrop.flush()
 	return j.closeSinks()
 }
 
@@ -205,29 +260,32 @@ func (j *Journal) closeSinks() error {
 }
 
 // write is the journal's writer. It hands each sink a batch of
-// transactions and a batch of CDRs at once, and SQLite commits them
-// together, so that transactions ride along with a CDR group commit
-// instead of paying for commits of their own.
+// transactions, security events and CDRs at once, and SQLite commits them
+// together, so that transactions and security events ride along with a CDR
+// group commit instead of paying for commits of their own.
 //
 // CDRs are written once the writer is free (under load, once groupCDRs of
 // them wait or commitGap has passed), with what else is queued (up to
-// maxBatch of each); their callers wait for the durable sinks while the
-// next batch queues up (group commit). Transactions wait for CDRs, for up to txDelay
-// or until maxBatch of them are queued. The other sinks are written after
-// the callers are released.
+// maxBatch of each kind); their callers wait for the durable sinks while
+// the next batch queues up (group commit). Transactions and security events
+// wait for CDRs, for up to txDelay or until maxBatch of one kind are
+// queued. The other sinks are written after the callers are released.
 func (j *Journal) write() {
 	defer close(j.done)
 	var (
-		txs       = make([]*core.Transaction, 0, maxBatch)
-		reqs      = make([]cdrRequest, 0, maxBatch)
-		cdrs      = make([]*core.CDR, 0, maxBatch)
-		txq, cdrq = j.tx, j.cdr // nil once closed and drained
-		oldestTx  time.Time     // when the first transaction in txs arrived
-		next      time.Time     // the earliest start of the next commit with CDRs
-		timer     = time.NewTimer(time.Hour)
-		waiting   bool // timer runs for a batch that is not due yet
-		lost      = newLimiter(j.log, "journal sink failed: transactions lost")
-		unsent    = newLimiter(j.log, "journal sink failed: CDRs not sent")
+		b               = batch{txs: make([]*core.Transaction, 0, maxBatch), secs: make([]*core.SecurityEvent, 0, maxBatch)}
+		reqs            = make([]cdrRequest, 0, maxBatch)
+		cdrs            = make([]*core.CDR, 0, maxBatch)
+		txq, secq, cdrq = j.tx, j.sec, j.cdr // nil once closed and drained
+		oldest          time.Time            // when the first transaction or security event in b arrived
+		next            time.Time            // the earliest start of the next commit with CDRs
+		timer           = time.NewTimer(time.Hour)
+		waiting         bool // timer runs for a batch that is not due yet
+		fails           = failLimiters{
+			tx:  newLimiter(j.log, "journal sink failed: transactions lost"),
+			sec: newLimiter(j.log, "journal sink failed: security events lost"),
+			cdr: newLimiter(j.log, "journal sink failed: CDRs not sent"),
+		}
 	)
 	timer.Stop()
 	takeTx := func(t *core.Transaction, ok bool) bool {
@@ -235,10 +293,21 @@ func (j *Journal) write() {
 			txq = nil
 			return false
 		}
-		if len(txs) == 0 {
-			oldestTx = time.Now()
+		if len(b.txs) == 0 && len(b.secs) == 0 {
+			oldest = time.Now()
 		}
-		txs = append(txs, t)
+		b.txs = append(b.txs, t)
+		return true
+	}
+	takeSec := func(e *core.SecurityEvent, ok bool) bool {
+		if !ok {
+			secq = nil
+			return false
+		}
+		if len(b.txs) == 0 && len(b.secs) == 0 {
+			oldest = time.Now()
+		}
+		b.secs = append(b.secs, e)
 		return true
 	}
 	takeCDR := func(r cdrRequest, ok bool) bool {
@@ -249,7 +318,7 @@ func (j *Journal) write() {
 		reqs = append(reqs, r)
 		return true
 	}
-	for txq != nil || cdrq != nil || len(txs) > 0 {
+	for txq != nil || secq != nil || cdrq != nil || len(b.txs) > 0 || len(b.secs) > 0 {
 		var due <-chan time.Time
 		if waiting {
 			due = timer.C
@@ -257,6 +326,8 @@ func (j *Journal) write() {
 		select {
 		case t, ok := <-txq:
 			takeTx(t, ok)
+		case e, ok := <-secq:
+			takeSec(e, ok)
 		case r, ok := <-cdrq:
 			takeCDR(r, ok)
 		case <-due:
@@ -265,12 +336,21 @@ func (j *Journal) write() {
 		for more := true; more; { // take what else is queued
 			more = false
 		txs:
-			for txq != nil && len(txs) < maxBatch {
+			for txq != nil && len(b.txs) < maxBatch {
 				select {
 				case t, ok := <-txq:
 					more = takeTx(t, ok) || more
 				default:
 					break txs
+				}
+			}
+		secs:
+			for secq != nil && len(b.secs) < maxBatch {
+				select {
+				case e, ok := <-secq:
+					more = takeSec(e, ok) || more
+				default:
+					break secs
 				}
 			}
 		cdrs:
@@ -283,13 +363,14 @@ func (j *Journal) write() {
 				}
 			}
 		}
-		if len(txs) == 0 && len(reqs) == 0 {
+		if len(b.txs) == 0 && len(b.secs) == 0 && len(reqs) == 0 {
 			continue
 		}
 		// A full batch, or any batch once the journal closes, is written
 		// at once; else when it is due.
-		if txq != nil && cdrq != nil && len(txs) < maxBatch && len(reqs) < maxBatch {
-			due := oldestTx.Add(txDelay)
+		accepting := txq != nil && secq != nil && cdrq != nil
+		if accepting && len(b.txs) < maxBatch && len(b.secs) < maxBatch && len(reqs) < maxBatch {
+			due := oldest.Add(txDelay)
 			if len(reqs) >= groupCDRs {
 				due = time.Time{}
 			} else if len(reqs) > 0 {
@@ -308,35 +389,49 @@ func (j *Journal) write() {
 		for _, r := range reqs {
 			cdrs = append(cdrs, r.c)
 		}
+		b.cdrs = cdrs
 		start := time.Now()
-		j.flush(txs, reqs, cdrs, lost, unsent)
+		j.flush(&b, reqs, &fails)
 		if len(reqs) > 1 || len(j.cdr) > 0 {
 			next = start.Add(commitGap)
 		}
-		for i, t := range txs {
+		for i, t := range b.txs {
 			*t = core.Transaction{}
 			j.pool.Put(t)
-			txs[i] = nil
+			b.txs[i] = nil
 		}
-		txs = txs[:0]
+		b.txs = b.txs[:0]
+		for i, e := range b.secs {
+			*e = core.SecurityEvent{}
+			j.secPool.Put(e)
+			b.secs[i] = nil
+		}
+		b.secs = b.secs[:0]
 		clear(reqs)
 		reqs = reqs[:0]
 		clear(cdrs)
 		cdrs = cdrs[:0]
+		b.cdrs = nil
 	}
 }
 
+// failLimiters log the sinks' failures, one per kind of record.
+type failLimiters struct{ tx, sec, cdr *limiter }
+
 // flush writes one batch to every sink and releases the CDR callers once
 // the durable sinks are done.
-func (j *Journal) flush(txs []*core.Transaction, reqs []cdrRequest, cdrs []*core.CDR, lost, unsent *limiter) {
+func (j *Journal) flush(b *batch, reqs []cdrRequest, fails *failLimiters) {
 	var errs []error
 	for _, s := range j.durable {
-		txErr, cdrErr := s.write(txs, cdrs)
+		txErr, secErr, cdrErr := s.write(b)
 		if txErr != nil {
-			lost.failed(s.name(), len(txs), txErr)
+			fails.tx.failed(s.name(), len(b.txs), txErr)
+		}
+		if secErr != nil {
+			fails.sec.failed(s.name(), len(b.secs), secErr)
 		}
 		if cdrErr != nil {
-			errs = append(errs, fmt.Errorf("journal: write %d cdrs to %s: %w", len(cdrs), s.name(), cdrErr))
+			errs = append(errs, fmt.Errorf("journal: write %d cdrs to %s: %w", len(b.cdrs), s.name(), cdrErr))
 		}
 	}
 	err := errors.Join(errs...)
@@ -344,12 +439,56 @@ func (j *Journal) flush(txs []*core.Transaction, reqs []cdrRequest, cdrs []*core
 		r.done <- err
 	}
 	for _, s := range j.others {
-		txErr, cdrErr := s.write(txs, cdrs)
+		txErr, secErr, cdrErr := s.write(b)
 		if txErr != nil {
-			lost.failed(s.name(), len(txs), txErr)
+			fails.tx.failed(s.name(), len(b.txs), txErr)
+		}
+		if secErr != nil {
+			fails.sec.failed(s.name(), len(b.secs), secErr)
 		}
 		if cdrErr != nil {
-			unsent.failed(s.name(), len(cdrs), cdrErr)
+			fails.cdr.failed(s.name(), len(b.cdrs), cdrErr)
+		}
+	}
+}
+
+// dropCounter counts the security events Alert dropped and logs the count
+// at most once a minute, so that a flood that outruns the journal does not
+// also flood the log. Its methods may be called concurrently.
+type dropCounter struct {
+	log      *slog.Logger
+	total    atomic.Uint64
+	reported atomic.Uint64 // of total, already logged
+	last     atomic.Int64  // Unix nanoseconds of the last line
+}
+
+// dropReport is the least time between two lines of a dropCounter.
+const dropReport = time.Minute
+
+func (d *dropCounter) add(now time.Time) {
+	total := d.total.Add(1)
+	last := d.last.Load()
+	if now.UnixNano()-last < int64(dropReport) || !d.last.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	d.report(total)
+}
+
+// flush logs what was dropped since the last line, if anything.
+func (d *dropCounter) flush() { d.report(d.total.Load()) }
+
+// report logs the drops up to total that no line has counted yet.
+func (d *dropCounter) report(total uint64) {
+	for {
+		prev := d.reported.Load()
+		if total <= prev {
+			return // another line counted them
+		}
+		if d.reported.CompareAndSwap(prev, total) {
+			if d.log != nil {
+				d.log.Warn("journal queue full or closed: security events dropped", "records", total-prev, "total", total)
+			}
+			return
 		}
 	}
 }

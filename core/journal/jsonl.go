@@ -14,14 +14,20 @@ import (
 // Record types, in the "type" field of a JSON line.
 const (
 	TypeTransaction = "transaction"
+	TypeSecurity    = "security"
 	TypeCDR         = "cdr"
 )
 
-// txLine and cdrLine are the JSON forms of the records: the record's own
+// txLine, secLine and cdrLine are the JSON forms of the records: the record's own
 // fields after a "type" field.
 type txLine struct {
 	Type string `json:"type"`
 	*core.Transaction
+}
+
+type secLine struct {
+	Type string `json:"type"`
+	*core.SecurityEvent
 }
 
 type cdrLine struct {
@@ -33,12 +39,17 @@ func encodeTx(t *core.Transaction) ([]byte, error) {
 	return json.Marshal(txLine{Type: TypeTransaction, Transaction: t})
 }
 
+func encodeSec(e *core.SecurityEvent) ([]byte, error) {
+	return json.Marshal(secLine{Type: TypeSecurity, SecurityEvent: e})
+}
+
 func encodeCDR(c *core.CDR) ([]byte, error) {
 	return json.Marshal(cdrLine{Type: TypeCDR, CDR: c})
 }
 
-// jsonlSink appends one JSON object per line to a file. Transaction batches
-// are flushed to the file; CDR batches are also synced to the disk.
+// jsonlSink appends one JSON object per line to a file. Batches of
+// transactions and security events are flushed to the file; CDR batches
+// are also synced to the disk.
 type jsonlSink struct {
 	path string
 	f    *os.File
@@ -61,14 +72,17 @@ func openJSONL(path string) (*jsonlSink, error) {
 
 func (s *jsonlSink) name() string { return "jsonl" }
 
-func (s *jsonlSink) write(txs []*core.Transaction, cdrs []*core.CDR) (txErr, cdrErr error) {
-	if len(txs) > 0 {
-		txErr = s.lines(len(txs), func(i int) ([]byte, error) { return encodeTx(txs[i]) }, false)
+func (s *jsonlSink) write(b *batch) (txErr, secErr, cdrErr error) {
+	if len(b.txs) > 0 {
+		txErr = s.lines(len(b.txs), func(i int) ([]byte, error) { return encodeTx(b.txs[i]) }, false)
 	}
-	if len(cdrs) > 0 {
-		cdrErr = s.lines(len(cdrs), func(i int) ([]byte, error) { return encodeCDR(cdrs[i]) }, true)
+	if len(b.secs) > 0 {
+		secErr = s.lines(len(b.secs), func(i int) ([]byte, error) { return encodeSec(b.secs[i]) }, false)
 	}
-	return txErr, cdrErr
+	if len(b.cdrs) > 0 {
+		cdrErr = s.lines(len(b.cdrs), func(i int) ([]byte, error) { return encodeCDR(b.cdrs[i]) }, true)
+	}
+	return txErr, secErr, cdrErr
 }
 
 // lines appends n lines and flushes them, syncing the file if asked. After

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -52,6 +53,21 @@ type TxFilter struct {
 	Rule   string // exact
 	CallID string // the call id of either leg
 	Limit  int    // most transactions returned; 0 means DefaultLimit
+}
+
+// SecFilter selects security events. The zero value selects the
+// DefaultLimit newest.
+type SecFilter struct {
+	Since time.Time // at or after
+	Until time.Time // before
+	// Rule is a prefix of the rule: "scan/" selects every event of the
+	// scan stage, "bruteforce/source" that rule (and any that starts so).
+	Rule string
+	// Src is a source address with its port ("192.0.2.7:5060") or without
+	// ("192.0.2.7", "2001:db8::7"), which matches every port, or any other
+	// source as the event names it ("192.0.2.0/24"), matched exactly.
+	Src   string
+	Limit int // most events returned; 0 means DefaultLimit
 }
 
 // where collects the conditions of a query.
@@ -159,6 +175,30 @@ func QueryTransactions(ctx context.Context, dbPath string, f TxFilter) ([]core.T
 	return out, err
 }
 
+// QuerySecurity returns the security events that match f, newest first,
+// from the journal database at dbPath, opened read-only.
+func QuerySecurity(ctx context.Context, dbPath string, f SecFilter) ([]core.SecurityEvent, error) {
+	q, args := secQuery(f)
+	var out []core.SecurityEvent
+	err := query(ctx, dbPath, q, args, func(rows *sql.Rows) error {
+		var (
+			e     core.SecurityEvent
+			tm, s string
+		)
+		if err := rows.Scan(&tm, &e.Rule, &e.Action, &e.Src, &e.Zone, &e.User, &s, &e.Protocol, &e.Detail); err != nil {
+			return err
+		}
+		var err error
+		if e.Time, err = parseTime(tm); err != nil {
+			return err
+		}
+		e.Session = core.SessionID(s)
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
 // cdrQuery is the SQL of QueryCDRs and its arguments.
 func cdrQuery(f CDRFilter) (string, []any) {
 	var w where
@@ -218,6 +258,45 @@ func txQuery(f TxFilter) (string, []any) {
 		to_party, call_id, peer_call_id, session, status, action, rule, reason, detail,
 		elapsed_ms FROM transactions` + w.String() + " ORDER BY time DESC, id DESC LIMIT ?"
 	return q, append(w.args, limit(f.Limit))
+}
+
+// secQuery is the SQL of QuerySecurity and its arguments.
+func secQuery(f SecFilter) (string, []any) {
+	var w where
+	if f.Src != "" {
+		// Few events share a source, many a time range: "+time" keeps
+		// SQLite from reading them off security_time instead.
+		w.since("+time", f.Since, f.Until)
+	} else {
+		w.since("time", f.Since, f.Until)
+	}
+	if f.Rule != "" {
+		w.add("substr(rule, 1, length(?)) = ?", f.Rule, f.Rule)
+	}
+	if f.Src != "" {
+		// Ranges rather than LIKE, so that SQLite can use security_src:
+		// the sources that start with "192.0.2.7:" are those from
+		// "192.0.2.7:" up to "192.0.2.7;" (';' follows ':').
+		src := canonicalAddr(f.Src)
+		w.add("(src = ? OR (src > ? AND src < ?) OR (src > ? AND src < ?))",
+			src, src+":", src+";", "["+src+"]:", "["+src+"];")
+	}
+	q := `SELECT time, rule, action, src, zone, user, session, protocol, detail FROM security` +
+		w.String() + " ORDER BY time DESC, id DESC LIMIT ?"
+	return q, append(w.args, limit(f.Limit))
+}
+
+// canonicalAddr writes an IP address, or an address and port, as the
+// gateway does ("2001:DB8::07" as "2001:db8::7"); anything else stays as it
+// is.
+func canonicalAddr(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String()
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.String()
+	}
+	return s
 }
 
 // query opens dbPath read-only, runs q and calls scan for every row.

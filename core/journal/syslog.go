@@ -21,8 +21,9 @@ const sdID = "ucgate@32473"
 
 // Severities (RFC 5424).
 const (
-	sevNotice = 5
-	sevInfo   = 6
+	sevWarning = 4
+	sevNotice  = 5
+	sevInfo    = 6
 )
 
 // maxDatagram bounds a UDP message: longer ones are cut.
@@ -84,8 +85,8 @@ func newSyslog(cfg SyslogConfig, log *slog.Logger) *syslogSink {
 
 func (s *syslogSink) name() string { return "syslog" }
 
-func (s *syslogSink) write(txs []*core.Transaction, cdrs []*core.CDR) (txErr, cdrErr error) {
-	for _, t := range txs {
+func (s *syslogSink) write(b *batch) (txErr, secErr, cdrErr error) {
+	for _, t := range b.txs {
 		m, err := s.formatTx(t)
 		if err != nil {
 			txErr = err
@@ -93,7 +94,15 @@ func (s *syslogSink) write(txs []*core.Transaction, cdrs []*core.CDR) (txErr, cd
 		}
 		s.enqueue(m)
 	}
-	for _, c := range cdrs {
+	for _, e := range b.secs {
+		m, err := s.formatSec(e)
+		if err != nil {
+			secErr = err
+			break
+		}
+		s.enqueue(m)
+	}
+	for _, c := range b.cdrs {
 		m, err := s.formatCDR(c)
 		if err != nil {
 			cdrErr = err
@@ -101,7 +110,7 @@ func (s *syslogSink) write(txs []*core.Transaction, cdrs []*core.CDR) (txErr, cd
 		}
 		s.enqueue(m)
 	}
-	return txErr, cdrErr
+	return txErr, secErr, cdrErr
 }
 
 func (s *syslogSink) enqueue(m []byte) {
@@ -225,6 +234,26 @@ func (s *syslogSink) formatTx(t *core.Transaction) ([]byte, error) {
 	b = param(b, "rule", t.Rule)
 	b = param(b, "reason", t.Reason)
 	b = param(b, "elapsed_ms", strconv.FormatFloat(millis(t.Elapsed), 'f', -1, 64))
+	b = append(b, "] "...)
+	return append(b, body...), nil
+}
+
+// formatSec formats a security event: severity warning, MSGID SEC.
+func (s *syslogSink) formatSec(e *core.SecurityEvent) ([]byte, error) {
+	body, err := encodeSec(e)
+	if err != nil {
+		return nil, err
+	}
+	b := s.header(make([]byte, 0, 192+2*len(body)), sevWarning, e.Time, "SEC")
+	b = append(b, '[')
+	b = append(b, sdID...)
+	b = param(b, "rule", e.Rule)
+	b = param(b, "action", e.Action)
+	b = param(b, "src", e.Src)
+	b = param(b, "zone", e.Zone)
+	b = param(b, "user", e.User)
+	b = param(b, "session", string(e.Session))
+	b = param(b, "protocol", e.Protocol)
 	b = append(b, "] "...)
 	return append(b, body...), nil
 }

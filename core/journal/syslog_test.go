@@ -158,6 +158,30 @@ func checkCDR(t *testing.T, raw string, c *core.CDR) {
 	}
 }
 
+// checkSec checks a SEC message against the security event it came from.
+func checkSec(t *testing.T, raw string, e *core.SecurityEvent) {
+	t.Helper()
+	m, err := parseSyslog(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.pri != 19*8+4 || m.version != "1" || m.msgid != "SEC" || m.sdID != "ucgate@32473" ||
+		m.ts != e.Time.UTC().Format("2006-01-02T15:04:05.000000Z") {
+		t.Errorf("header %+v, want PRI %d (local3.warning), MSGID SEC", m, 19*8+4)
+	}
+	want := map[string]string{
+		"rule": e.Rule, "action": e.Action, "src": e.Src, "zone": e.Zone, "user": e.User,
+		"session": string(e.Session), "protocol": e.Protocol,
+	}
+	if !reflect.DeepEqual(m.params, want) {
+		t.Errorf("SD params\n got %q\nwant %q", m.params, want)
+	}
+	var got core.SecurityEvent
+	if err := json.Unmarshal([]byte(m.msg), &got); err != nil || !reflect.DeepEqual(&got, e) {
+		t.Errorf("MSG %s: %v", m.msg, err)
+	}
+}
+
 // escapedHostile is hostile as an SD-PARAM value must carry it.
 const escapedHostile = `eve\"\]\\ [x=\"1\"\]` + "\n\té"
 
@@ -173,6 +197,9 @@ func TestSyslogUDP(t *testing.T) {
 	j.Transaction(tx)
 	allowed := sampleTx(4)
 	j.Transaction(allowed)
+	sec := sampleSec(7)
+	sec.User = hostile
+	j.Alert(sec)
 	c := sampleCDR(2)
 	c.From = hostile
 	if err := j.CDR(context.Background(), c); err != nil {
@@ -182,7 +209,7 @@ func TestSyslogUDP(t *testing.T) {
 	got := map[string]string{}
 	buf := make([]byte, 65536)
 	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for range 3 {
+	for range 4 {
 		n, _, err := pc.ReadFrom(buf)
 		if err != nil {
 			t.Fatal(err)
@@ -196,8 +223,12 @@ func TestSyslogUDP(t *testing.T) {
 	checkTx(t, got["TXs00003"], tx)
 	checkTx(t, got["TXs00004"], allowed)
 	checkCDR(t, got["CDRc00002"], c)
+	checkSec(t, got["SECe00007"], sec)
 	if !strings.Contains(got["TXs00003"], ` from="`+escapedHostile+`" `) {
 		t.Errorf("from not escaped as RFC 5424 asks: %s", got["TXs00003"])
+	}
+	if !strings.Contains(got["SECe00007"], ` user="`+escapedHostile+`" `) {
+		t.Errorf("user not escaped as RFC 5424 asks: %s", got["SECe00007"])
 	}
 }
 
