@@ -175,6 +175,34 @@ func (g *secGW) txs(t *testing.T, f journal.TxFilter) []core.Transaction {
 
 // waitTxs polls the journal until at least n transactions match f (the
 // journal writes at most 100 ms after the fact), for at most d.
+// events returns the security events in the journal that match f.
+func (g *secGW) events(t *testing.T, f journal.SecFilter) []core.SecurityEvent {
+	t.Helper()
+	if f.Limit == 0 {
+		f.Limit = 100000
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := journal.QuerySecurity(ctx, g.db(), f)
+	if err != nil {
+		t.Fatalf("journal: %v", err)
+	}
+	return out
+}
+
+// waitEvents waits until n security events match f.
+func (g *secGW) waitEvents(t *testing.T, f journal.SecFilter, n int, d time.Duration) []core.SecurityEvent {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		got := g.events(t, f)
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (g *secGW) waitTxs(t *testing.T, f journal.TxFilter, n int, d time.Duration) []core.Transaction {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -485,7 +513,7 @@ func TestSecuritySvmapSweep(t *testing.T) {
 					t.Errorf("no journal record with rule scan/agent from %s", s.ip)
 				}
 				for _, tx := range got {
-					if tx.Status != 0 || (tx.Method != "SECURITY" && tx.Detail != s.detail) {
+					if tx.Status != 0 || tx.Detail != s.detail {
 						t.Errorf("journal %+v, want dropped with detail %q", tx, s.detail)
 					}
 				}
@@ -749,7 +777,7 @@ func TestSecuritySvcrack(t *testing.T) {
 	if len(accepted) != 0 {
 		t.Errorf("REGISTERs from the attacker allowed after the attack began: %+v", accepted)
 	}
-	if ev := g.txs(t, journal.TxFilter{Method: "SECURITY", Rule: "bruteforce/lockout", Since: attack}); len(ev) == 0 {
+	if ev := g.events(t, journal.SecFilter{Rule: "bruteforce/lockout", Since: attack}); len(ev) == 0 {
 		t.Errorf("no bruteforce/lockout security event in the journal")
 	}
 	var locks []map[string]any
@@ -878,7 +906,7 @@ func TestSecurityFlood(t *testing.T) {
 			t.Errorf("%s is blocked: %+v", ip, b)
 		}
 	}
-	if ev := g.txs(t, journal.TxFilter{Method: "SECURITY", Rule: "ratelimit/flood"}); len(ev) == 0 {
+	if ev := g.events(t, journal.SecFilter{Rule: "ratelimit/flood"}); len(ev) == 0 {
 		t.Errorf("no ratelimit/flood security event in the journal")
 	}
 	// Admitted before the flood was detected: the first burst of INVITEs,
@@ -970,7 +998,7 @@ func TestSecuritySpoofedBye(t *testing.T) {
 		if len(got) != 1 || got[0].Rule != "dialog/unknown" || got[0].Status != 481 || got[0].Method != "BYE" {
 			t.Errorf("journal for the BYE: %+v, want one BYE refused 481 by dialog/unknown", got)
 		}
-		if ev := g.waitTxs(t, journal.TxFilter{Method: "SECURITY", Rule: "dialog/unknown", Src: "127.0.0.8"}, 1, 5*time.Second); len(ev) != 1 {
+		if ev := g.waitEvents(t, journal.SecFilter{Rule: "dialog/unknown", Src: "127.0.0.8"}, 1, 5*time.Second); len(ev) != 1 {
 			t.Errorf("%d dialog/unknown security events, want 1", len(ev))
 		}
 	})
@@ -1030,7 +1058,7 @@ func TestSecuritySpoofedBye(t *testing.T) {
 			cdr[0].Duration < callLen || cdr[0].Duration > callLen+time.Second {
 			t.Errorf("CDR %+v, want one normal call of %v ended by the caller", cdr, callLen)
 		}
-		if ev := g.txs(t, journal.TxFilter{Method: "SECURITY", Rule: "dialog/source"}); len(ev) != 1 || !strings.HasPrefix(ev[0].Src, "127.0.0.9") {
+		if ev := g.events(t, journal.SecFilter{Rule: "dialog/source"}); len(ev) != 1 || !strings.HasPrefix(ev[0].Src, "127.0.0.9") {
 			t.Errorf("dialog/source security events: %+v, want one from 127.0.0.9", ev)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ucgate/ucgate/core/config"
 	"github.com/ucgate/ucgate/core/journal"
+	"github.com/ucgate/ucgate/core/media"
 	"github.com/ucgate/ucgate/protocols/sip"
 )
 
@@ -26,6 +27,7 @@ type Config struct {
 	Journal  journal.Config `yaml:"journal"`
 	Policies Policies       `yaml:"policies"`
 	State    StateConfig    `yaml:"state"`
+	Media    media.Config   `yaml:"media"`
 }
 
 // StateConfig is the state section: where the blacklist and users live.
@@ -59,6 +61,7 @@ func defaults() Config {
 		Journal:  journal.Defaults(),
 		Policies: defaultPolicies(),
 		State:    StateConfig{Path: "state.db"},
+		Media:    media.Defaults(),
 	}
 }
 
@@ -85,7 +88,7 @@ func (c Config) Validate() error {
 		errs = append(errs, config.Invalid("state.path", "must be set"))
 	}
 	errs = append(errs, config.Nest("sip", c.SIP.Validate()), config.Nest("journal", c.Journal.Validate()),
-		config.Nest("policies", c.Policies.Validate()))
+		config.Nest("policies", c.Policies.Validate()), config.Nest("media", c.Media.Validate()))
 	return errors.Join(errs...)
 }
 

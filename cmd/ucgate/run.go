@@ -23,6 +23,7 @@ import (
 
 	"github.com/ucgate/ucgate/core"
 	"github.com/ucgate/ucgate/core/journal"
+	"github.com/ucgate/ucgate/core/media"
 	"github.com/ucgate/ucgate/core/state"
 	"github.com/ucgate/ucgate/policies/triggers"
 	"github.com/ucgate/ucgate/protocols/sip"
@@ -72,6 +73,7 @@ type gateway struct {
 	state    *state.Store
 	alerts   *core.Alerts
 	triggers *triggers.Triggers
+	media    *media.Engine
 	sip      *sip.Adapter
 	echo     []*echo.Server
 	admin    *http.Server
@@ -124,7 +126,7 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 		return err
 	}
 	gw.alerts = core.NewAlerts(65536)
-	gw.alerts.Subscribe(core.AlertFunc(gw.journalSecurity))
+	gw.alerts.Subscribe(gw.journal)
 	deps := core.Deps{Log: log, Journal: gw.journal, Sessions: core.NewSessions(), Metrics: gw.reg,
 		DataDir: cfg.DataDir, State: gw.state, Alerts: gw.alerts}
 	gw.deps = deps
@@ -155,7 +157,12 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 	if gw.triggers != nil {
 		gw.alerts.Subscribe(gw.triggers)
 	}
-	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin}); err != nil {
+	if cfg.Media.Enabled {
+		if gw.media, err = media.New(cfg.Media, gw.pipe.deps); err != nil {
+			return fmt.Errorf("media: %w", err)
+		}
+	}
+	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin, Media: gw.media}); err != nil {
 		return err
 	}
 	gw.sip.SetPipeline(gw.pipe.Pipeline)
@@ -324,6 +331,9 @@ func (gw *gateway) Close() error {
 	if gw.sip != nil {
 		errs = append(errs, gw.sip.Close())
 	}
+	if gw.media != nil {
+		errs = append(errs, gw.media.Close())
+	}
 	for _, e := range gw.echo {
 		errs = append(errs, e.Close())
 	}
@@ -349,10 +359,4 @@ func writeJSONLines(w io.Writer, v []core.CDR) error {
 		}
 	}
 	return nil
-}
-
-// journalSecurity records a security event in the journal.
-func (gw *gateway) journalSecurity(e *core.SecurityEvent) {
-	gw.journal.Transaction(&core.Transaction{Time: e.Time, Protocol: e.Protocol, Zone: e.Zone, Src: e.Src,
-		Method: "SECURITY", From: e.User, Session: e.Session, Action: e.Action, Rule: e.Rule, Detail: e.Detail})
 }

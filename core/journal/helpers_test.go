@@ -100,6 +100,11 @@ func sampleCDR(i int) *core.CDR {
 		c.Answer = start.Add(2 * time.Second)
 		c.Duration = c.End.Sub(c.Answer)
 		c.Status, c.EndReason, c.EndedBy = 200, "bye", core.RoleCallee
+		c.Media = []core.MediaStats{
+			{Index: 0, Type: "audio", From: core.RoleCaller, Packets: 4500, Bytes: 774000, Lost: 3, JitterMs: 1.25,
+				Dropped: map[string]uint64{"rtpguard/ssrc": 2}, Encrypted: true},
+			{Index: 0, Type: "audio", From: core.RoleCallee, Packets: 4498, Bytes: 773656, ReportedLost: 1, ReportedJitterMs: 2.5},
+		}
 	}
 	return c
 }

@@ -114,14 +114,14 @@ func QueryCDRs(ctx context.Context, dbPath string, f CDRFilter) ([]core.CDR, err
 	var out []core.CDR
 	err := query(ctx, dbPath, q, args, func(rows *sql.Rows) error {
 		var (
-			c                core.CDR
-			session          string
-			start, end, legs string
-			answer           sql.NullString
-			duration         float64
+			c                       core.CDR
+			session                 string
+			start, end, legs, media string
+			answer                  sql.NullString
+			duration                float64
 		)
 		if err := rows.Scan(&session, &c.Kind, &c.From, &c.To, &start, &answer, &end,
-			&duration, &c.Status, &c.EndReason, &c.EndedBy, &legs); err != nil {
+			&duration, &c.Status, &c.EndReason, &c.EndedBy, &legs, &media); err != nil {
 			return err
 		}
 		c.Session = core.SessionID(session)
@@ -140,6 +140,11 @@ func QueryCDRs(ctx context.Context, dbPath string, f CDRFilter) ([]core.CDR, err
 		}
 		if err := json.Unmarshal([]byte(legs), &c.Legs); err != nil {
 			return fmt.Errorf("legs of session %s: %w", session, err)
+		}
+		if media != "" {
+			if err := json.Unmarshal([]byte(media), &c.Media); err != nil {
+				return fmt.Errorf("media of session %s: %w", session, err)
+			}
 		}
 		out = append(out, c)
 		return nil
@@ -227,7 +232,7 @@ func cdrQuery(f CDRFilter) (string, []any) {
 		}
 	}
 	q := `SELECT session, kind, from_party, to_party, start_time, answer_time, end_time,
-		duration_ms, status, end_reason, ended_by, legs FROM cdrs` + w.String() +
+		duration_ms, status, end_reason, ended_by, legs, media FROM cdrs` + w.String() +
 		" ORDER BY start_time DESC, id DESC LIMIT ?"
 	return q, append(w.args, limit(f.Limit))
 }

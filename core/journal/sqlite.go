@@ -25,7 +25,7 @@ import (
 var ErrSchema = errors.New("journal: database schema is newer than this ucgate")
 
 // schemaVersion is stored in PRAGMA user_version.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // Times are stored as fixed-width UTC text, so that they sort as text,
 // read well in the sqlite3 shell and work with SQLite's date functions.
@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS cdrs (
 	callee_encrypted       INTEGER NOT NULL,
 	callee_media_encrypted INTEGER NOT NULL,
 	callee_call_id         TEXT    NOT NULL,
-	legs                   TEXT    NOT NULL
+	legs                   TEXT    NOT NULL,
+	media                  TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS cdrs_start_time ON cdrs(start_time);
 CREATE INDEX IF NOT EXISTS cdrs_end_time ON cdrs(end_time);
@@ -125,6 +126,12 @@ CREATE INDEX IF NOT EXISTS security_src ON security(src);
 // session of transactions, the call ids of CDRs) and the call id indexes
 // of transactions, which schema creates again as partial indexes. Its
 // cdrs_end_time is the one version 3 wants.
+// upgradeMedia adds the media figures of a call (version 4) to the CDRs of
+// an older database; their media column stays empty.
+const upgradeMedia = `
+ALTER TABLE cdrs ADD COLUMN media TEXT NOT NULL DEFAULT '';
+`
+
 const upgradeFrom1 = `
 DROP INDEX IF EXISTS transactions_session;
 DROP INDEX IF EXISTS transactions_call_id;
@@ -142,7 +149,7 @@ const (
 	cdrColumns = `session, kind, from_party, to_party, start_time, answer_time,
 	end_time, duration_ms, status, end_reason, ended_by, caller_transport,
 	caller_encrypted, caller_media_encrypted, caller_call_id, callee_transport,
-	callee_encrypted, callee_media_encrypted, callee_call_id, legs`
+	callee_encrypted, callee_media_encrypted, callee_call_id, legs, media`
 )
 
 // maxRows is the most rows one INSERT statement carries. The sink prepares
@@ -259,6 +266,9 @@ func openSQLite(path, synchronous string, retention time.Duration, log *slog.Log
 	script := "BEGIN IMMEDIATE;"
 	if version == 1 {
 		script += upgradeFrom1
+	}
+	if version >= 1 && version < 4 {
+		script += upgradeMedia
 	}
 	script += schema + fmt.Sprintf("PRAGMA user_version = %d; COMMIT;", schemaVersion)
 	if _, err := s.conn.ExecContext(ctx, script); err != nil {
@@ -413,7 +423,15 @@ func (s *sqliteSink) cdrArgs(args []any, c *core.CDR) ([]any, error) {
 	if err := s.enc.Encode(c.Legs); err != nil {
 		return args, err
 	}
-	legs := bytes.TrimSuffix(s.legs.Bytes(), []byte("\n"))
+	legs := string(bytes.TrimSuffix(s.legs.Bytes(), []byte("\n")))
+	media := ""
+	if len(c.Media) > 0 {
+		s.legs.Reset()
+		if err := s.enc.Encode(c.Media); err != nil {
+			return args, err
+		}
+		media = string(bytes.TrimSuffix(s.legs.Bytes(), []byte("\n")))
+	}
 	var answer any
 	if !c.Answer.IsZero() {
 		answer = formatTime(c.Answer)
@@ -422,7 +440,7 @@ func (s *sqliteSink) cdrArgs(args []any, c *core.CDR) ([]any, error) {
 	return append(args, string(c.Session), c.Kind, c.From, c.To,
 		formatTime(c.Start), answer, formatTime(c.End), millis(c.Duration), int64(c.Status), c.EndReason, c.EndedBy,
 		caller.Transport, caller.Encrypted, caller.MediaEncrypted, caller.CallID,
-		callee.Transport, callee.Encrypted, callee.MediaEncrypted, callee.CallID, string(legs)), nil
+		callee.Transport, callee.Encrypted, callee.MediaEncrypted, callee.CallID, legs, media), nil
 }
 
 // close stops the pruner, then the checkpointer and closes its connection

@@ -18,6 +18,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/ucgate/ucgate/core"
+	"github.com/ucgate/ucgate/core/media"
 )
 
 // Adapter is the SIP back-to-back user agent.
@@ -42,7 +43,8 @@ type Adapter struct {
 	routes    []route
 	registrar *upstream
 
-	streams  sync.Map // "TCP/ip:port" -> *sip.ParserStream of an accepted connection
+	streams  sync.Map      // "TCP/ip:port" -> *sip.ParserStream of an accepted connection
+	media    *media.Engine // nil: media passes end to end
 	drops    *dropLog
 	dialogs  *dialogTable
 	bindings *bindingTable
@@ -74,6 +76,8 @@ type Options struct {
 	// BuiltinAddr resolves a builtin upstream ("echo") to the loopback
 	// address where the gateway started it.
 	BuiltinAddr map[string]string
+	// Media anchors calls' media in the gateway; nil leaves it end to end.
+	Media *media.Engine
 }
 
 // ErrNoListener reports that an upstream cannot be reached from any listener.
@@ -102,6 +106,7 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 		journal:   j,
 		sessions:  sessions,
 		tlsConf:   opts.TLS,
+		media:     opts.Media,
 		byLocal:   map[string]*listener{},
 		upstreams: map[string]*upstream{},
 		dialogs:   newDialogTable(),

@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/ucgate/ucgate/core"
+	"github.com/ucgate/ucgate/core/media"
 )
 
 // call is one B2BUA call: two dialogs and the session that joins them.
@@ -39,6 +40,15 @@ type call struct {
 	answered   bool
 	ended      bool
 	maxTimer   *time.Timer
+
+	// media relays the call's RTP when the gateway anchors media (nil
+	// otherwise); offerFrom is the side whose SDP offer awaits its answer
+	// (noOffer if none); mediaEnc says each side's media is encrypted.
+	media      *media.Call
+	offerFrom  int
+	mediaEnc   [2]bool
+	offerBodyB []byte
+	offerTypeB string
 }
 
 // target is where a new call or request goes.
@@ -173,10 +183,16 @@ func (a *Adapter) newCall(in *inbound, t target) *call {
 	}
 	sess := core.NewSession("call", identity(from.DisplayName, &from.Address),
 		identity(to.DisplayName, &to.Address), caller, in.start)
-	c := &call{a: a, sess: sess}
+	la.natted = behindNAT(req, in.src, in.media)
+	c := &call{a: a, sess: sess, offerFrom: noOffer}
 	c.legs[sideA] = la
 	a.sessions.Add(sess)
 	c.pipe = a.pipeline.Load()
+	if a.media != nil {
+		c.media = a.media.NewCall(sess.ID, c.pipe, func(reason string) {
+			go c.terminate(core.RoleGateway, reason)
+		})
+	}
 	a.metrics.active.Inc()
 	a.dialogs.put(la.callID, la.localTag, dialogRef{call: c, side: sideA})
 	a.dialogs.put(la.callID, remoteKey(la.remoteTag), dialogRef{call: c, side: sideA})
@@ -200,7 +216,9 @@ func (c *call) legB(in *inbound, t target, up *upstream) *leg {
 	case t.binding != nil:
 		b := t.binding
 		lb.transport, lb.dest, lb.l, lb.src, lb.zone = b.transport, b.src.String(), b.l, b.src, b.l.zone
+		lb.natted = b.natted
 	default:
+		lb.srtp = srtpMode(up.cfg.SRTP)
 		lb.transport = up.transport
 		lb.dest = up.addr
 		lb.l = a.listenerFor(up)
@@ -301,7 +319,12 @@ func (c *call) attempt(in *inbound, lb *leg, canceled <-chan struct{}) outcome {
 	}
 	copySafe(reqA, reqB, safeRequestHeaders)
 	reqB.AppendHeader(sip.NewHeader("User-Agent", a.cfg.UserAgent))
-	setBody(reqA, reqB, lb.l.host)
+	if err := c.offerB(reqA, reqB); err != nil {
+		var me *errMedia
+		errors.As(err, &me)
+		a.log.Debug("offer not relayed", "session", c.sess.ID, "error", err)
+		return outcome{status: me.status, reason: "media", by: core.RoleGateway}
+	}
 	c.mu.Lock()
 	c.inviteSeqB = reqB.CSeq().SeqNo
 	c.ackWaitB = len(reqB.Body()) == 0
@@ -330,7 +353,9 @@ func (c *call) attempt(in *inbound, lb *leg, canceled <-chan struct{}) outcome {
 				}
 			case res.StatusCode < 300:
 				c.learnB(res, true)
-				c.answer(in, res, txB)
+				if !c.answer(in, res, txB) {
+					return outcome{responded: true, status: 488, reason: "media", by: core.RoleGateway}
+				}
 				return outcome{answered: true, responded: true, status: res.StatusCode}
 			default:
 				return outcome{res: res, status: res.StatusCode, reason: "rejected", by: core.RoleCallee,
@@ -374,8 +399,9 @@ func (c *call) learnB(res *sip.Response, final bool) {
 }
 
 // responseA builds a response to the caller's INVITE that carries the
-// gateway's tag and Contact and the safe parts of the callee's response.
-func (c *call) responseA(in *inbound, from *sip.Response) *sip.Response {
+// gateway's tag and Contact and the safe parts of the callee's response;
+// its SDP, if any, goes through the relay.
+func (c *call) responseA(in *inbound, from *sip.Response) (*sip.Response, error) {
 	la := c.legs[sideA]
 	res := sip.NewResponseFromRequest(in.req, from.StatusCode, from.Reason, nil)
 	if to := res.To(); to != nil {
@@ -385,13 +411,48 @@ func (c *call) responseA(in *inbound, from *sip.Response) *sip.Response {
 		res.AppendHeader(la.contact())
 	}
 	copySafe(from, res, safeResponseHeaders)
-	setBody(from, res, la.l.host)
-	return res
+	if from.StatusCode < 300 {
+		if err := c.sdpBody(sideB, c.isOffer(sideB), from, res); err != nil {
+			return res, err
+		}
+	} else {
+		res.SetBody(nil)
+	}
+	return res, nil
+}
+
+// offerB writes the INVITE's body for leg B. The relay makes the offer
+// once: a second upstream tried after the first failed gets the same.
+func (c *call) offerB(reqA, reqB *sip.Request) error {
+	c.mu.Lock()
+	body, ctype := c.offerBodyB, c.offerTypeB
+	c.mu.Unlock()
+	if body == nil {
+		if err := c.sdpBody(sideA, true, reqA, reqB); err != nil {
+			return err
+		}
+		body = reqB.Body()
+		if ct := reqB.ContentType(); ct != nil {
+			ctype = ct.Value()
+		}
+		c.mu.Lock()
+		c.offerBodyB, c.offerTypeB = body, ctype
+		c.mu.Unlock()
+		return nil
+	}
+	reqB.AppendHeader(sip.NewHeader("Content-Type", ctype))
+	reqB.SetBody(body)
+	return nil
 }
 
 func (c *call) relayProvisional(in *inbound, res *sip.Response) {
 	c.sess.Early()
-	r := c.responseA(in, res)
+	r, err := c.responseA(in, res)
+	if err != nil {
+		// An early answer the relay refuses: the caller hears the
+		// progress without it; the final answer decides.
+		r.SetBody(nil)
+	}
 	c.a.decorate(r)
 	if err := in.tx.Respond(r); err != nil {
 		c.a.log.Debug("provisional not relayed", "session", c.sess.ID, "error", err)
@@ -399,7 +460,7 @@ func (c *call) relayProvisional(in *inbound, res *sip.Response) {
 }
 
 func (c *call) relayFinal(in *inbound, res *sip.Response) {
-	r := c.responseA(in, res)
+	r, _ := c.responseA(in, res)
 	c.a.respond(in, r)
 }
 
@@ -423,6 +484,8 @@ func phraseOf(status int) string {
 		return "Temporarily Unavailable"
 	case 487:
 		return "Request Terminated"
+	case 488:
+		return "Not Acceptable Here"
 	case 500:
 		return "Server Internal Error"
 	case 503:
@@ -448,19 +511,35 @@ func setBody(from message, to sip.Message, host string) {
 // answer relays the callee's 2xx to the caller, acknowledges it on leg B
 // (at once, or with the caller's ACK when the ACK carries the answer) and
 // retransmits the 2xx until the caller's ACK arrives.
-func (c *call) answer(in *inbound, res *sip.Response, txB sip.ClientTransaction) {
+func (c *call) answer(in *inbound, res *sip.Response, txB sip.ClientTransaction) bool {
 	a := c.a
+	r, err := c.responseA(in, res)
+	c.mu.Lock()
+	wait := c.ackWaitB
+	c.mu.Unlock()
+	if err != nil {
+		// The callee's answer cannot be relayed (no usable crypto, no
+		// port): acknowledge and hang up the callee, refuse the caller.
+		var me *errMedia
+		errors.As(err, &me)
+		a.log.Debug("answer not relayed", "session", c.sess.ID, "error", err)
+		c.sendAckB(nil)
+		c.bye(sideB)
+		c.respondA(in, me.status, me.phrase)
+		return false
+	}
 	now := time.Now()
 	c.sess.Answer(now)
 	c.mu.Lock()
 	c.answered = true
-	wait := c.ackWaitB
 	c.mu.Unlock()
+	if c.media != nil {
+		c.media.Answered()
+	}
 	if !wait {
 		c.sendAckB(nil)
 	}
 	txB.OnRetransmission(func(*sip.Response) { c.resendAckB() })
-	r := c.responseA(in, res)
 	done := c.expectAck(in.req.CSeq().SeqNo)
 	c.a.respond(in, r)
 	// The call now retransmits the 2xx and catches the ACK itself; the
@@ -472,20 +551,29 @@ func (c *call) answer(in *inbound, res *sip.Response, txB sip.ClientTransaction)
 		c.maxTimer = time.AfterFunc(d, func() { c.terminate(core.RoleGateway, "max_duration") })
 		c.mu.Unlock()
 	}
+	return true
 }
 
 // sendAckB acknowledges the 2xx of the last INVITE on leg B, with the
 // caller's ACK body when the ACK carries the answer (late offer).
 func (c *call) sendAckB(from *sip.Request) {
-	c.mu.Lock()
-	c.ackedB, c.ackWaitB = true, false
-	c.ackBodyB, c.ackTypeB = nil, ""
+	var body []byte
+	var ctype string
 	if from != nil && len(from.Body()) > 0 {
-		c.ackBodyB = hideSDPIf(from, c.legs[sideB].l.host)
-		if ct := from.ContentType(); ct != nil {
-			c.ackTypeB = ct.Value()
+		// The caller's answer to the callee's late offer.
+		scratch := sip.NewRequest(sip.ACK, sip.Uri{})
+		if err := c.sdpBody(sideA, false, from, scratch); err != nil {
+			c.a.log.Debug("late answer not relayed", "session", c.sess.ID, "error", err)
+		} else {
+			body = scratch.Body()
+			if ct := scratch.ContentType(); ct != nil {
+				ctype = ct.Value()
+			}
 		}
 	}
+	c.mu.Lock()
+	c.ackedB, c.ackWaitB = true, false
+	c.ackBodyB, c.ackTypeB = body, ctype
 	c.mu.Unlock()
 	c.resendAckB()
 }

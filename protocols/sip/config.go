@@ -68,6 +68,11 @@ type Upstream struct {
 	// Address: a PBX cluster, a carrier's signalling range. Requests from
 	// them are in the upstream's zone and may reach registered users.
 	Sources []string `yaml:"sources"`
+	// SRTP is how media toward this upstream is protected, when the
+	// gateway anchors it: "auto" (default: as the caller's offer),
+	// "none" (plain RTP), "sdes" (SDES-SRTP required), "sdes_optional"
+	// (SRTP offered, plain RTP accepted).
+	SRTP string `yaml:"srtp"`
 	// Builtin names an endpoint built into ucgate instead of an address:
 	// "echo" is the demo upstream that answers calls and echoes their RTP.
 	Builtin string `yaml:"builtin"`
@@ -162,6 +167,11 @@ func (c Config) Validate() error {
 			if _, err := netip.ParsePrefix(src); err != nil {
 				bad(fmt.Sprintf("%s.sources[%d]", p, j), "must be a CIDR prefix such as 192.0.2.0/24, got %q", src)
 			}
+		}
+		switch u.SRTP {
+		case "", "auto", "none", "sdes", "sdes_optional":
+		default:
+			bad(p+".srtp", `must be auto, none, sdes or sdes_optional; got %q`, u.SRTP)
 		}
 		if u.Transport != "" && !transports[u.Transport] {
 			bad(p+".transport", `must be one of udp, tcp, tls, ws, wss; got %q`, u.Transport)

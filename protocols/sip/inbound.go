@@ -22,6 +22,7 @@ type inbound struct {
 	up    *upstream // the upstream it came from, if any
 	start time.Time
 	rec   core.Transaction
+	media *core.MediaDesc // the request's SDP in neutral form, once parsed
 }
 
 // inboundOf builds the arrival facts and the journal record of a request.
@@ -166,7 +167,7 @@ func (a *Adapter) run(in *inbound, ev *core.Event) bool {
 		if err != nil {
 			v = core.RefuseWith(core.ReasonMalformed, "sip/sdp", "Malformed SDP")
 		}
-		ev.Media = md
+		ev.Media, in.media = md, md
 	}
 	if v.Action == core.Allow {
 		d := a.pipeline.Load().Run(context.Background(), ev)

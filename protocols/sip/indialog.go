@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -168,7 +169,13 @@ func (c *call) forward(in *inbound, side int) {
 	}
 	c.mu.Unlock()
 	copySafe(req, out, safeRequestHeaders)
-	setBody(req, out, to.l.host)
+	if err := c.sdpBody(side, c.isOffer(side), req, out); err != nil {
+		var me *errMedia
+		errors.As(err, &me)
+		in.rec.Detail = "media: " + me.phrase
+		a.respond(in, sip.NewResponseFromRequest(req, me.status, me.phrase, nil))
+		return
+	}
 
 	if req.Method == sip.BYE {
 		c.byeFrom(in, side, out)
@@ -230,7 +237,12 @@ func (c *call) respondIn(in *inbound, side, status int, phrase string, from *sip
 			res.AppendHeader(c.legs[side].contact())
 		}
 		copySafe(from, res, safeResponseHeaders)
-		setBody(from, res, c.legs[side].l.host)
+		if status < 300 {
+			if err := c.sdpBody(1-side, c.isOffer(1-side), from, res); err != nil {
+				c.a.log.Debug("answer not relayed", "session", c.sess.ID, "error", err)
+				res.SetBody(nil)
+			}
+		}
 	}
 	if status < 200 {
 		c.a.decorate(res)
@@ -255,7 +267,10 @@ func (c *call) reinviteAnswered(in *inbound, side int, out *sip.Request, res *si
 		r := sip.NewResponseFromRequest(in.req, res.StatusCode, res.Reason, nil)
 		r.AppendHeader(c.legs[sideA].contact())
 		copySafe(res, r, safeResponseHeaders)
-		setBody(res, r, c.legs[sideA].l.host)
+		if err := c.sdpBody(sideB, c.isOffer(sideB), res, r); err != nil {
+			c.a.log.Debug("re-INVITE answer not relayed", "session", c.sess.ID, "error", err)
+			r.SetBody(nil)
+		}
 		done := c.expectAck(in.req.CSeq().SeqNo)
 		c.a.respond(in, r)
 		c.retransmit2xx(r, done)
@@ -272,7 +287,10 @@ func (c *call) reinviteAnswered(in *inbound, side int, out *sip.Request, res *si
 	r := sip.NewResponseFromRequest(in.req, res.StatusCode, res.Reason, nil)
 	r.AppendHeader(c.legs[sideB].contact())
 	copySafe(res, r, safeResponseHeaders)
-	setBody(res, r, c.legs[sideB].l.host)
+	if err := c.sdpBody(sideA, c.isOffer(sideA), res, r); err != nil {
+		c.a.log.Debug("re-INVITE answer not relayed", "session", c.sess.ID, "error", err)
+		r.SetBody(nil)
+	}
 	c.a.respond(in, r)
 }
 
@@ -378,7 +396,7 @@ func (c *call) end(status int, reason, by string) {
 		close(c.pendingAck)
 		c.pendingAck = nil
 	}
-	legs := c.legs
+	legs, enc := c.legs, c.mediaEnc
 	c.mu.Unlock()
 	for _, lg := range legs {
 		if lg != nil {
@@ -388,7 +406,19 @@ func (c *call) end(status int, reason, by string) {
 	if la := legs[sideA]; la != nil {
 		a.dialogs.del(la.callID, remoteKey(la.remoteTag))
 	}
+	c.sess.UpdateLeg(core.RoleCaller, func(l *core.Leg) { l.MediaEncrypted = enc[sideA] })
+	if legs[sideB] != nil {
+		c.sess.UpdateLeg(core.RoleCallee, func(l *core.Leg) { l.MediaEncrypted = enc[sideB] })
+	}
+	var stats []core.MediaStats
+	if c.media != nil {
+		c.media.Close()
+		stats = c.media.Stats()
+	}
 	cdr := c.sess.End(time.Now(), status, reason, by)
+	if cdr != nil {
+		cdr.Media = stats
+	}
 	a.sessions.Remove(c.sess.ID)
 	if cdr != nil && legs[sideB] != nil {
 		c.pipe.Unbind(c.sess)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/ucgate/ucgate/core/media"
 )
 
 const (
@@ -36,6 +38,11 @@ type leg struct {
 	src       netip.AddrPort // where the peer's requests come from
 	secure    bool
 	zone      string
+	// natted says the peer seems to be behind NAT (the relay latches to
+	// where its media really comes from); srtp is how this leg's media is
+	// protected when the other leg offers.
+	natted bool
+	srtp   media.SRTPMode
 }
 
 // contact is the gateway's Contact on this leg.

@@ -26,6 +26,7 @@ type binding struct {
 	src       netip.AddrPort
 	transport string // upper case
 	l         *listener
+	natted    bool
 	expires   time.Time
 	// regCallID is the Call-ID the gateway uses toward the registrar for
 	// this user agent's registrations; regCSeq its last CSeq.
@@ -266,6 +267,7 @@ func (a *Adapter) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 			b.src = in.src
 			b.transport = strings.ToUpper(req.Transport())
 			b.l = in.l
+			b.natted = behindNAT(req, in.src, nil) || contactHost(contacts[0]) != in.src.Addr()
 			b.expires = time.Now().Add(time.Duration(granted) * time.Second)
 			a.bindings.put(key, b)
 			ca := contacts[0].Clone()
@@ -280,6 +282,12 @@ func (a *Adapter) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		a.bindings.put(key, b)
 	}
 	a.respond(in, resA)
+}
+
+// contactHost is the IP a Contact names, if it names one.
+func contactHost(c *sip.ContactHeader) netip.Addr {
+	ip, _ := netip.ParseAddr(trimBrackets(c.Address.Host))
+	return ip.Unmap()
 }
 
 func contactsOf(m sip.Message) []*sip.ContactHeader {
