@@ -380,6 +380,48 @@ if [[ -f $ANCHORS ]]; then
   } | tee -a "$OUT/figures.txt"
 fi
 
+# ------------------------------------------------- 2d. the media relay
+# ucgate's relay (core/media, real loopback sockets, 100 streams of 20 ms
+# G.711) in packets per CPU-second, beside rtpengine's user-space relay
+# measured on this box by ../shared/bench/rtpengine.sh, as a ratio.
+RTPENGINE_SH=${RTPENGINE_SH:-$ROOT/../shared/bench/rtpengine.sh}
+log "media relay: BenchmarkRelayLoopback"
+MEDIA_COUNT=300000; (( QUICK )) && MEDIA_COUNT=100000
+timeout -k 10 600 go test -run '^$' -bench 'RelayLoopback/(forward|rtp|srtp-to-rtp)/streams=100/window=400' \
+  -benchtime "${MEDIA_COUNT}x" -count "$( (( QUICK )) && echo 1 || echo 3 )" ./core/media/ >"$OUT/relay.txt" 2>&1 \
+  || log "relay benchmark failed (see $OUT/relay.txt)"
+relay_med() { # median pkts/cpu-s of a sub-benchmark
+  awk -v m="$1" '$1 ~ "RelayLoopback/" m "/" { for (i = 2; i < NF; i++) if ($(i + 1) == "pkts/cpu-s") print $i }' "$OUT/relay.txt" \
+    | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
+}
+RE_PPS=""
+if [[ -f $RTPENGINE_SH ]] && command -v rtpengine >/dev/null; then
+  log "media relay: $RTPENGINE_SH"
+  RE_ENV=(OUT_DIR="$OUT/rtpengine" REPS=1)
+  (( QUICK )) && RE_ENV+=(DURATION=3 RATES="40000 80000 160000")
+  env "${RE_ENV[@]}" timeout -s INT -k 10 600 bash "$RTPENGINE_SH" >"$OUT/rtpengine.log" 2>&1 || log "rtpengine.sh exited $? (see $OUT/rtpengine.log)"
+  # the script's summary: packets relayed per CPU-second of rtpengine
+  RE_PPS=$(grep -Eo '[0-9]+ packets per rtpengine CPU-second' "$OUT/rtpengine.log" | awk '{print $1}' | sort -n | tail -1)
+else
+  log "media relay: rtpengine or $RTPENGINE_SH not available; no anchor"
+fi
+{
+  echo
+  echo "== media relay: packets relayed per CPU-second (160-byte payloads, 100 streams)"
+  for m in forward rtp srtp-to-rtp; do
+    printf '  %-52s %s\n' "ucgate relay, $m$([[ $m == forward ]] && echo ' (plain Go UDP forwarder: the kernel path)')" "$(relay_med "$m")"
+  done
+  printf '  %-52s %s\n' "rtpengine (user space, this box)" "${RE_PPS:--}"
+  rtp=$(relay_med rtp)
+  if [[ -n $RE_PPS && -n $rtp ]]; then
+    awk -v a="$rtp" -v b="$RE_PPS" 'BEGIN {printf "  %-52s %.2f\n", "ratio ucgate rtp / rtpengine", a / b}'
+  fi
+  fwd=$(relay_med forward)
+  if [[ -n $fwd && -n $rtp ]]; then
+    awk -v a="$rtp" -v b="$fwd" 'BEGIN {printf "  %-52s %.2f\n", "ratio ucgate rtp / plain forwarder", a / b}'
+  fi
+} | tee -a "$OUT/figures.txt"
+
 # ------------------------------------------------------ 3. Go benchmarks
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
 # "go test -bench" output (when benchstat cannot be run).

@@ -6,7 +6,7 @@
 # installs the missing Debian packages, then "go mod download".
 #
 #   scripts/deps.sh          peers for the e2e tests
-#   scripts/deps.sh bench    the same, plus Kamailio (benchmark anchor)
+#   scripts/deps.sh bench    the same, plus Kamailio and rtpengine (benchmark anchors)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,7 +40,8 @@ for group in "$@"; do
     bench)
       PKG[kamailio]=kamailio
       PKG[kamcmd]=kamailio
-      WANT+=(kamailio kamcmd) ;;
+      PKG[rtpengine]=rtpengine-daemon
+      WANT+=(kamailio kamcmd rtpengine) ;;
     test) ;;
     *) echo "deps.sh: unknown group '$group' (known: test, bench)" >&2; exit 2 ;;
   esac
