@@ -36,6 +36,8 @@ sip:
     - {default: true, upstreams: [uas]}
 journal:
   sqlite: {enabled: true}
+policies:
+  auth: {trusted: [127.0.0.0/8]} # sipp here plays a trusted PBX: no credentials
 `, udp, udp, uas.Addr()),
 		UDP: []string{udp},
 		TCP: []string{udp},
