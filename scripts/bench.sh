@@ -110,6 +110,9 @@ sip:
     - {default: true, upstreams: [uas]}
 journal:
   sqlite: {enabled: true}
+# The call rate is measured with signalling only (sipp sends no RTP); the
+# media relay is measured on its own below.
+media: {enabled: false}
 EOF
   if [[ $2 == on ]]; then
     cat >>"$1" <<EOF

@@ -18,11 +18,11 @@ type Config struct {
 	// unchanged and New refuses to build an engine. Default true.
 	Enabled bool `yaml:"enabled"`
 	// IPv4 is where relay sockets for IPv4 legs are bound. Default
-	// address 127.0.0.1, ports 30000-39999.
+	// address 127.0.0.1, ports 40000-59999.
 	IPv4 FamilyConfig `yaml:"ipv4"`
 	// IPv6 is where relay sockets for IPv6 legs are bound; an empty
 	// address disables IPv6 legs. Default address ::1, ports
-	// 30000-39999. When the address cannot be bound at start the family
+	// 40000-59999. When the address cannot be bound at start the family
 	// is disabled with a warning.
 	IPv6 FamilyConfig `yaml:"ipv6"`
 	// Timeout ends an answered call whose streams received nothing (RTP
@@ -70,7 +70,10 @@ type FamilyConfig struct {
 	// inclusive. Each stream takes an even port for RTP and the next one
 	// for RTCP on each leg, so a range of N ports relays N/4 two-leg
 	// streams; when it is spent new offers fail (the adapter answers
-	// 503). Default 30000-39999.
+	// 503). Default 40000-59999: 5000 two-leg streams. The default lies
+	// in Linux's ephemeral port range (32768-60999): a port an outgoing
+	// connection holds is skipped; narrow the ephemeral range
+	// (net.ipv4.ip_local_port_range) or move this one on a busy host.
 	Ports string `yaml:"ports"`
 }
 
@@ -86,8 +89,8 @@ const (
 func Defaults() Config {
 	return Config{
 		Enabled:             true,
-		IPv4:                FamilyConfig{Address: "127.0.0.1", Ports: "30000-39999"},
-		IPv6:                FamilyConfig{Address: "::1", Ports: "30000-39999"},
+		IPv4:                FamilyConfig{Address: "127.0.0.1", Ports: "40000-59999"},
+		IPv6:                FamilyConfig{Address: "::1", Ports: "40000-59999"},
 		Timeout:             60 * time.Second,
 		Latch:               LatchNAT,
 		Relatch:             true,
