@@ -22,4 +22,6 @@ type Deps struct {
 	Alerts *Alerts
 	// Blocker is the blacklist, for stages that block sources.
 	Blocker Blocker
+	// Bridge carries messages and presence between adapters.
+	Bridge *Bridge
 }
