@@ -128,7 +128,7 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 	gw.alerts = core.NewAlerts(65536)
 	gw.alerts.Subscribe(gw.journal)
 	deps := core.Deps{Log: log, Journal: gw.journal, Sessions: core.NewSessions(), Metrics: gw.reg,
-		DataDir: cfg.DataDir, State: gw.state, Alerts: gw.alerts}
+		DataDir: cfg.DataDir, State: gw.state, Alerts: gw.alerts, Bridge: core.NewBridge()}
 	gw.deps = deps
 
 	var tlsConf *tls.Config
