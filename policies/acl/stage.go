@@ -80,7 +80,7 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 	if cfg.DenyInvalid {
 		s.invalid = newSet(parseList(invalidSources))
 	}
-	vec := register(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	vec, _ := core.RegisterMetric(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_acl_dropped_total",
 		Help: "Packets, connections and events the access list dropped, by rule.",
 	}, []string{"rule"}))
@@ -131,24 +131,6 @@ func (s *Stage) check(a netip.Addr, zone string) core.Verdict {
 		return verdictNotAllowed
 	}
 	return core.Verdict{}
-}
-
-// register registers c on reg (which may be nil). When a collector of the
-// same description is already registered (a configuration reload built a
-// new stage), it returns that one, so counters keep counting.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old
-			}
-		}
-	}
-	return c
 }
 
 var (

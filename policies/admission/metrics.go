@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ucgate/ucgate/core"
 )
 
 type metrics struct {
@@ -32,12 +34,11 @@ func newMetrics(r prometheus.Registerer, s *Stage) (*metrics, error) {
 		Help: "Reservations released because no session claimed them within reserve_timeout.",
 	})
 	g := newGauges()
-	var errs []error
-	refused = register(r, refused, &errs)
-	unreserved = register(r, unreserved, &errs)
-	expired = register(r, expired, &errs)
-	g = register(r, g, &errs)
-	if err := errors.Join(errs...); err != nil {
+	refused, err1 := core.RegisterMetric(r, refused)
+	unreserved, err2 := core.RegisterMetric(r, unreserved)
+	expired, err3 := core.RegisterMetric(r, expired)
+	g, err4 := core.RegisterMetric(r, g)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMetrics, err)
 	}
 	m := &metrics{unreserved: unreserved, expired: expired, gauges: g}
@@ -50,24 +51,6 @@ func newMetrics(r prometheus.Registerer, s *Stage) (*metrics, error) {
 
 // detach stops the gauges reading s, unless a newer stage took them over.
 func (m *metrics) detach(s *Stage) { m.gauges.cur.CompareAndSwap(s, nil) }
-
-func register[C prometheus.Collector](r prometheus.Registerer, c C, errs *[]error) C {
-	if r == nil {
-		return c
-	}
-	err := r.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if old, ok := are.ExistingCollector.(C); ok {
-			return old
-		}
-	}
-	*errs = append(*errs, err)
-	return c
-}
 
 // gauges reports the current stage's counts when scraped, so that the
 // hot path only updates the atomics it keeps anyway.

@@ -440,22 +440,13 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+	// A reload registers it again: keep counting where the last stage stopped.
+	vec, err := core.RegisterMetric(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_auth_results_total",
 		Help: "Digest authentication outcomes of the requests the auth stage judged, by result.",
-	}, []string{"result"})
-	if reg != nil {
-		if err := reg.Register(vec); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return metrics{}, fmt.Errorf("auth: register metrics: %w", err)
-			}
-			existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-			if !ok {
-				return metrics{}, fmt.Errorf("auth: register metrics: %w", err)
-			}
-			vec = existing // a reload: keep counting where the last stage stopped
-		}
+	}, []string{"result"}))
+	if err != nil {
+		return metrics{}, fmt.Errorf("auth: register metrics: %w", err)
 	}
 	return metrics{
 		ok:        vec.WithLabelValues("ok"),

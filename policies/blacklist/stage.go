@@ -154,23 +154,23 @@ func newStage(cfg Config, deps core.Deps, now func() time.Time) (*Stage, error) 
 		p, _, _ := parseKey(k)
 		s.never = append(s.never, p)
 	}
-	s.dropped = register(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+	s.dropped, _ = core.RegisterMetric(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_blacklist_dropped_total",
 		Help: "Packets, connections and events dropped because their source is blocked.",
 	}))
-	s.blocks = register(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+	s.blocks, _ = core.RegisterMetric(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_blacklist_blocks_total",
 		Help: "Blocks added, by stages and by the operator.",
 	}))
-	s.overflow = register(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+	s.overflow, _ = core.RegisterMetric(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_blacklist_overflow_total",
 		Help: "Blocks refused because the blacklist held max_entries sources.",
 	}))
-	s.persistErrs = register(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+	s.persistErrs, _ = core.RegisterMetric(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_blacklist_persist_errors_total",
 		Help: "Blocks that could not be written to or deleted from the state store.",
 	}))
-	s.active = register(deps.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
+	s.active, _ = core.RegisterMetric(deps.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ucgate_blacklist_entries",
 		Help: "Sources blocked now (exact after each cleanup, every 10s).",
 	}))
@@ -685,24 +685,6 @@ func (s *Stage) Close() error {
 		<-s.done
 	})
 	return nil
-}
-
-// register registers c on reg (which may be nil). When a collector of the
-// same description is already registered (a configuration reload built a
-// new stage), it returns that one, so counters keep counting.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old
-			}
-		}
-	}
-	return c
 }
 
 var (

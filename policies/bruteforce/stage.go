@@ -521,12 +521,11 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		Name: "ucgate_bruteforce_evictions_total",
 		Help: "Records forgotten because their table was full, by table.",
 	}, []string{"table"})
-	var err error
-	failures = register(reg, failures, &err)
-	lockouts = register(reg, lockouts, &err)
-	refused = register(reg, refused, &err)
-	evictions = register(reg, evictions, &err)
-	if err != nil {
+	failures, err1 := core.RegisterMetric(reg, failures)
+	lockouts, err2 := core.RegisterMetric(reg, lockouts)
+	refused, err3 := core.RegisterMetric(reg, refused)
+	evictions, err4 := core.RegisterMetric(reg, evictions)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return metrics{}, fmt.Errorf("bruteforce: register metrics: %w", err)
 	}
 	m := metrics{failures: failures, lockoutBy: map[string]prometheus.Counter{}, refusedBy: map[string]prometheus.Counter{},
@@ -536,24 +535,6 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		m.refusedBy[r] = refused.WithLabelValues(r)
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// its name (a reload builds the stage again on the same registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C, errp *error) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		*errp = errors.Join(*errp, err)
-	}
-	return c
 }
 
 var (

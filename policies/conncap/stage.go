@@ -86,7 +86,7 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 		tab.shards[i].conns = map[connID]int32{}
 	}
 	s.tab.Store(tab)
-	vec := register(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	vec, _ := core.RegisterMetric(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_conncap_refused_total",
 		Help: "New connections closed at once, by rule.",
 	}, []string{"rule"}))
@@ -94,7 +94,7 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 	s.refusedTotal = vec.WithLabelValues("total")
 	// The gauge is shared with the stage a reload replaced: each counts
 	// its own connections up and down, so it sums both.
-	s.open = register(deps.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
+	s.open, _ = core.RegisterMetric(deps.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ucgate_conncap_connections",
 		Help: "Connections open (counted by the stage).",
 	}))
@@ -232,24 +232,6 @@ func (t *table) shardOf(a netip.Addr) *shard {
 	h *= 0xbf58476d1ce4e5b9
 	h ^= h >> 27
 	return &t.shards[h%nShards]
-}
-
-// register registers c on reg (which may be nil). When a collector of the
-// same description is already registered (a configuration reload built a
-// new stage), it returns that one, so counters keep counting.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old
-			}
-		}
-	}
-	return c
 }
 
 var (

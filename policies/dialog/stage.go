@@ -79,26 +79,26 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 			s.zones[name] = c
 		}
 	}
-	refused, err := register(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	refused, err := core.RegisterMetric(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_dialog_refused_total",
 		Help: "In-dialog requests refused, by rule.",
 	}, []string{"rule"}))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dialog: register metrics: %w", err)
 	}
-	raised, err := register(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	raised, err := core.RegisterMetric(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_dialog_security_events_total",
 		Help: "Security events raised for in-dialog requests, by rule.",
 	}, []string{"rule"}))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dialog: register metrics: %w", err)
 	}
-	s.suppressed, err = register(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+	s.suppressed, err = core.RegisterMetric(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_dialog_events_suppressed_total",
 		Help: "Security events not raised because their source raised one less than event_interval before.",
 	}))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dialog: register metrics: %w", err)
 	}
 	for i, r := range []string{RuleUnknown, RuleSource, RuleSequence} {
 		s.refused[i] = refused.WithLabelValues(r)
@@ -276,24 +276,6 @@ func clean(s string, n int) string {
 
 // Close releases nothing; it is here so that every stage can be closed.
 func (s *Stage) Close() error { return nil }
-
-// register registers c on reg, or returns the collector a previous stage
-// (before a reload) registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(C); ok {
-				return prev, nil
-			}
-		}
-		return c, fmt.Errorf("dialog: register metrics: %w", err)
-	}
-	return c, nil
-}
 
 var (
 	_ core.Stage = (*Stage)(nil)

@@ -206,22 +206,22 @@ func newStage(cfg Config, deps core.Deps, now func() time.Time) (*Stage, error) 
 		s.shards[i].m = make(map[netip.Addr]*bucket)
 	}
 
-	vec := register(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	vec, _ := core.RegisterMetric(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_ratelimit_dropped_total",
 		Help: "Packets, connections and stream messages dropped, by rule.",
 	}, []string{"rule"}))
 	s.dropPackets = vec.WithLabelValues("packets")
 	s.dropBytes = vec.WithLabelValues("bytes")
 	s.dropGlobal = vec.WithLabelValues("global")
-	s.floods = register(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+	s.floods, _ = core.RegisterMetric(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_ratelimit_floods_total",
 		Help: "Flood episodes detected (sources handed to the blacklist, trusted ones excepted).",
 	}))
-	s.evictions = register(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+	s.evictions, _ = core.RegisterMetric(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_ratelimit_evictions_total",
 		Help: "Sources evicted from a full table to make room for a new one.",
 	}))
-	s.sources = register(deps.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
+	s.sources, _ = core.RegisterMetric(deps.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ucgate_ratelimit_sources",
 		Help: "Sources tracked (updated every 30s).",
 	}))
@@ -506,24 +506,6 @@ func (s *Stage) Close() error {
 		<-s.stopped
 	})
 	return nil
-}
-
-// register registers c on reg (which may be nil). When a collector of the
-// same description is already registered (a configuration reload built a
-// new stage), it returns that one, so counters keep counting.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old
-			}
-		}
-	}
-	return c
 }
 
 var (

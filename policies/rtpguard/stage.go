@@ -148,27 +148,27 @@ func newStage(cfg Config, deps core.Deps, now func() time.Time) (*Stage, error) 
 		}
 		s.zones[name] = compile(z.Limits.merge(cfg.Limits))
 	}
-	dropped, err := register(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	dropped, err := core.RegisterMetric(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_rtpguard_dropped_total",
 		Help: "Media packets the RTP guard told the relay to drop, by rule.",
 	}, []string{"rule"}))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rtpguard: register metrics: %w", err)
 	}
 	for i, n := range ruleNames {
 		s.dropped[i] = dropped.WithLabelValues(n)
 	}
-	if s.restarts, err = register(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
+	if s.restarts, err = core.RegisterMetric(deps.Metrics, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_rtpguard_restarts_total",
 		Help: "Validated restarts: the lock of a stream direction moved to a new SSRC or sequence after the old one fell silent.",
 	})); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rtpguard: register metrics: %w", err)
 	}
-	if s.streams, err = register(deps.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
+	if s.streams, err = core.RegisterMetric(deps.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ucgate_rtpguard_streams",
 		Help: "Stream directions guarded now.",
 	})); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rtpguard: register metrics: %w", err)
 	}
 	return s, nil
 }
@@ -284,24 +284,6 @@ func ticks(d time.Duration, rate int64) int64 {
 func repairFormat(name string) bool {
 	return strings.EqualFold(name, "rtx") || strings.EqualFold(name, "ulpfec") ||
 		len(name) >= 7 && strings.EqualFold(name[:7], "flexfec")
-}
-
-// register registers c on reg, or returns the collector a previous stage
-// (before a reload) registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(C); ok {
-				return prev, nil
-			}
-		}
-		return c, fmt.Errorf("rtpguard: register metrics: %w", err)
-	}
-	return c, nil
 }
 
 var (

@@ -143,33 +143,33 @@ func (p *policy) apply(z Zone) {
 }
 
 func (s *Stage) metrics(reg prometheus.Registerer, maxSources int) error {
-	detections, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	detections, err := core.RegisterMetric(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_scan_detections_total",
 		Help: "Scanners detected, by what gave them away (user_agent, from, targets, options, register).",
 	}, []string{"signal"}))
 	if err != nil {
-		return err
+		return fmt.Errorf("scan: register metrics: %w", err)
 	}
-	refused, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	refused, err := core.RegisterMetric(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_scan_refused_total",
 		Help: "Requests refused or dropped as a scanner's, by rule.",
 	}, []string{"rule"}))
 	if err != nil {
-		return err
+		return fmt.Errorf("scan: register metrics: %w", err)
 	}
-	evicted, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	evicted, err := core.RegisterMetric(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ucgate_scan_evicted_total",
 		Help: "Sources forgotten before they were idle because the table was full (max_sources).",
 	}))
 	if err != nil {
-		return err
+		return fmt.Errorf("scan: register metrics: %w", err)
 	}
-	tracked, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	tracked, err := core.RegisterMetric(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ucgate_scan_sources",
 		Help: "Source addresses the scan stage tracks.",
 	}))
 	if err != nil {
-		return err
+		return fmt.Errorf("scan: register metrics: %w", err)
 	}
 	for g := range numSignals {
 		s.detections[g] = detections.WithLabelValues(signalNames[g])
@@ -425,24 +425,6 @@ func (s *Stage) Inherit(prev *Stage) {
 func (s *Stage) Close() error {
 	s.table.clear()
 	return nil
-}
-
-// register registers c on reg, or returns the collector a previous stage
-// (before a reload) registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(C); ok {
-				return prev, nil
-			}
-		}
-		return c, fmt.Errorf("scan: register metrics: %w", err)
-	}
-	return c, nil
 }
 
 var (

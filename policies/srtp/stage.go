@@ -59,12 +59,12 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	vec, err := register(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	vec, err := core.RegisterMetric(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ucgate_srtp_refused_total",
 		Help: "Session offers and updates refused for unencrypted media or crypto suites outside the list, by zone (\"other\" for zones the configuration does not name) and rule.",
 	}, []string{"zone", "rule"}))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("srtp: register metrics: %w", err)
 	}
 	s := &Stage{enabled: cfg.Enabled, zones: make(map[string]zone, len(cfg.Zones)+1)}
 	for _, n := range cfg.Suites {
@@ -144,24 +144,6 @@ func (s *Stage) anyAllowed(cs []core.Crypto) bool {
 
 // Close releases nothing; it is here so that every stage can be closed.
 func (s *Stage) Close() error { return nil }
-
-// register registers c on reg, or returns the collector a previous stage
-// (before a reload) registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(C); ok {
-				return prev, nil
-			}
-		}
-		return c, fmt.Errorf("srtp: register metrics: %w", err)
-	}
-	return c, nil
-}
 
 var (
 	_ core.Stage = (*Stage)(nil)

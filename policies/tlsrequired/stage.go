@@ -52,9 +52,9 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 		Name: "ucgate_tlsrequired_refused_total",
 		Help: "Requests refused because they arrived unencrypted in a zone that requires encryption, by zone (\"other\" for zones the configuration does not name).",
 	}, []string{"zone"})
-	vec, err := register(deps.Metrics, vec)
+	vec, err := core.RegisterMetric(deps.Metrics, vec)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tlsrequired: register metrics: %w", err)
 	}
 	s := &Stage{enabled: cfg.Enabled, required: cfg.Required, zones: map[string]zone{}}
 	for name, z := range cfg.Zones {
@@ -97,24 +97,6 @@ func (s *Stage) Decide(_ context.Context, ev *core.Event) (core.Verdict, error) 
 
 // Close releases nothing; it is here so that every stage can be closed.
 func (s *Stage) Close() error { return nil }
-
-// register registers c on reg, or returns the collector a previous stage
-// (before a reload) registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(C); ok {
-				return prev, nil
-			}
-		}
-		return c, fmt.Errorf("tlsrequired: register metrics: %w", err)
-	}
-	return c, nil
-}
 
 var (
 	_ core.Stage = (*Stage)(nil)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ucgate/ucgate/core"
 )
 
 // metrics are the counters of every trigger, by trigger name (names come
@@ -30,22 +32,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		failed:     vec("ucgate_triggers_failed_total", "Trigger actions that failed (webhook deliveries given up)."),
 		dropped:    vec("ucgate_triggers_dropped_total", "Security events a trigger dropped because its queue was full."),
 	}
-	if r == nil {
-		return m, nil
-	}
 	var errs []error
 	for _, c := range []**prometheus.CounterVec{&m.fired, &m.suppressed, &m.failed, &m.dropped} {
-		err := r.Register(*c)
-		var are prometheus.AlreadyRegisteredError
-		switch {
-		case err == nil:
-		case errors.As(err, &are):
-			if old, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				*c = old
-				continue
-			}
-			errs = append(errs, err)
-		default:
+		var err error
+		if *c, err = core.RegisterMetric(r, *c); err != nil {
 			errs = append(errs, err)
 		}
 	}

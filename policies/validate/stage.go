@@ -120,9 +120,9 @@ func New(cfg Config, deps core.Deps) (*Stage, error) {
 		Name: "ucgate_validate_failures_total",
 		Help: "Messages that failed validation, by the rule that refused (requests) or dropped (responses) them.",
 	}, []string{"rule"})
-	vec, err := register(deps.Metrics, vec)
+	vec, err := core.RegisterMetric(deps.Metrics, vec)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("validate: register metrics: %w", err)
 	}
 	for c := checkSize; c < numChecks; c++ {
 		s.failed[c] = vec.WithLabelValues(rules[c])
@@ -228,24 +228,6 @@ func printable(s string) bool {
 
 // Close releases nothing; it is here so that every stage can be closed.
 func (s *Stage) Close() error { return nil }
-
-// register registers c on reg, or returns the collector a previous stage
-// (before a reload) registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if prev, ok := are.ExistingCollector.(C); ok {
-				return prev, nil
-			}
-		}
-		return c, fmt.Errorf("validate: register metrics: %w", err)
-	}
-	return c, nil
-}
 
 var (
 	_ core.Stage = (*Stage)(nil)
