@@ -2,11 +2,11 @@ package main
 
 import (
 	"os"
-
-	"github.com/ucgate/ucgate/core/config"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ucgate/ucgate/core/config"
 )
 
 // TestReadmeConfigsAreValid checks every ```yaml ucgate block in the
@@ -29,6 +29,52 @@ func TestReadmeConfigsAreValid(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no ```yaml ucgate blocks found")
+	}
+}
+
+// policySections are the sections of a policy README, in the style
+// guide's order.
+var policySections = []string{"Name", "Description", "Configuration", "Examples", "Metrics", "Journal"}
+
+// TestPolicyReadmes checks the shape of the README of every folder under
+// policies/: its title is the policy's name, its sections are
+// policySections in order, and it has ```yaml ucgate examples that each
+// open with the policy's own section (TestReadmeConfigsAreValid checks
+// that they are valid).
+func TestPolicyReadmes(t *testing.T) {
+	dirs, _ := filepath.Glob("../../policies/*")
+	n := 0
+	for _, dir := range dirs {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			continue
+		}
+		n++
+		name := filepath.Base(dir)
+		f := filepath.Join(dir, "README.md")
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		md := string(b)
+		if title, _, _ := strings.Cut(md, "\n"); title != "# "+name {
+			t.Errorf("%s: title %q, want %q", f, title, "# "+name)
+		}
+		if got, want := strings.Join(headings(md), ", "), strings.Join(policySections, ", "); got != want {
+			t.Errorf("%s: sections %s, want %s", f, got, want)
+		}
+		blocks := yamlBlocks(md)
+		if len(blocks) == 0 {
+			t.Errorf("%s: no ```yaml ucgate example", f)
+		}
+		for i, block := range blocks {
+			if !strings.HasPrefix(block, "policies:\n  "+name+":\n") {
+				t.Errorf("%s, yaml block %d does not start with policies.%s:\n%s", f, i+1, name, block)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no folders under policies/")
 	}
 }
 
@@ -58,6 +104,21 @@ func yamlBlocks(md string) []string {
 			cur = nil
 		case cur != nil:
 			cur.WriteString(line + "\n")
+		}
+	}
+	return out
+}
+
+// headings returns the "## " headings of md, leaving out code blocks.
+func headings(md string) []string {
+	var out []string
+	code := false
+	for _, line := range strings.Split(md, "\n") {
+		switch {
+		case strings.HasPrefix(strings.TrimSpace(line), "```"):
+			code = !code
+		case !code && strings.HasPrefix(line, "## "):
+			out = append(out, strings.TrimPrefix(line, "## "))
 		}
 	}
 	return out

@@ -1,11 +1,8 @@
 package auth
 
 import (
-	"os"
 	"strings"
 	"testing"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/ucgate/ucgate/core/config"
 )
@@ -145,61 +142,6 @@ func TestParsePrefix(t *testing.T) {
 		if _, err := parsePrefix(in); err == nil {
 			t.Errorf("parsePrefix(%q) accepted", in)
 		}
-	}
-}
-
-// TestReadmeExamples decodes every ```yaml ucgate block of README.md the
-// way the loader does (policies.auth over the defaults) and validates it;
-// cmd/ucgate checks the same blocks as whole files.
-func TestReadmeExamples(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []string
-	var cur *strings.Builder
-	for _, line := range strings.Split(string(b), "\n") {
-		switch {
-		case cur == nil && strings.TrimSpace(line) == "```yaml ucgate":
-			cur = &strings.Builder{}
-		case cur != nil && strings.TrimSpace(line) == "```":
-			blocks = append(blocks, cur.String())
-			cur = nil
-		case cur != nil:
-			cur.WriteString(line + "\n")
-		}
-	}
-	if len(blocks) == 0 {
-		t.Fatal("no examples")
-	}
-	for i, blk := range blocks {
-		var doc struct {
-			Policies struct {
-				Auth yaml.Node `yaml:"auth"`
-			} `yaml:"policies"`
-		}
-		if err := yaml.Unmarshal([]byte(blk), &doc); err != nil {
-			t.Fatalf("example %d: %v", i+1, err)
-		}
-		section, err := yaml.Marshal(&doc.Policies.Auth)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := decode(t, string(section)); err != nil {
-			t.Errorf("example %d:\n%s\n%v", i+1, blk, err)
-		}
-	}
-	// The sections are in the order the style guide asks.
-	last := -1
-	for _, h := range []string{"# auth", "## Name", "## Description", "## Configuration", "## Examples", "## Metrics", "## Journal"} {
-		i := strings.Index(string(b), "\n"+h+"\n")
-		if h == "# auth" && strings.HasPrefix(string(b), h+"\n") {
-			i = 0
-		}
-		if i <= last {
-			t.Fatalf("section %q missing or out of order", h)
-		}
-		last = i
 	}
 }
 

@@ -1,11 +1,8 @@
 package bruteforce
 
 import (
-	"os"
 	"strings"
 	"testing"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/ucgate/ucgate/core/config"
 )
@@ -94,59 +91,5 @@ max_users: 16777217
 				t.Errorf("%d errors, want %d:\n%v", len(config.Flatten(err)), len(tt.want), err)
 			}
 		})
-	}
-}
-
-// TestReadmeExamples decodes every ```yaml ucgate block of README.md the
-// way the loader does (policies.bruteforce over the defaults) and validates
-// it, and checks the order of the sections.
-func TestReadmeExamples(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []string
-	var cur *strings.Builder
-	for _, line := range strings.Split(string(b), "\n") {
-		switch {
-		case cur == nil && strings.TrimSpace(line) == "```yaml ucgate":
-			cur = &strings.Builder{}
-		case cur != nil && strings.TrimSpace(line) == "```":
-			blocks = append(blocks, cur.String())
-			cur = nil
-		case cur != nil:
-			cur.WriteString(line + "\n")
-		}
-	}
-	if len(blocks) == 0 {
-		t.Fatal("no examples")
-	}
-	for i, blk := range blocks {
-		var doc struct {
-			Policies struct {
-				Bruteforce yaml.Node `yaml:"bruteforce"`
-			} `yaml:"policies"`
-		}
-		if err := yaml.Unmarshal([]byte(blk), &doc); err != nil {
-			t.Fatalf("example %d: %v", i+1, err)
-		}
-		section, err := yaml.Marshal(&doc.Policies.Bruteforce)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := decode(t, string(section)); err != nil {
-			t.Errorf("example %d:\n%s\n%v", i+1, blk, err)
-		}
-	}
-	last := 0
-	if !strings.HasPrefix(string(b), "# bruteforce\n") {
-		t.Fatal("README does not start with # bruteforce")
-	}
-	for _, h := range []string{"## Name", "## Description", "## Configuration", "## Examples", "## Metrics", "## Journal"} {
-		i := strings.Index(string(b), "\n"+h+"\n")
-		if i <= last {
-			t.Fatalf("section %q missing or out of order", h)
-		}
-		last = i
 	}
 }
