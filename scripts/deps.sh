@@ -26,13 +26,22 @@ declare -A PKG=(
   [pgrep]=procps
   [timeout]=coreutils
   [awk]=gawk
+  [ffmpeg]=ffmpeg
+  [ffprobe]=ffmpeg
+  [pkg-config]=pkg-config
 )
 WANT=(sipp baresip svmap svwar svcrack socat sipsak tshark openssl ss pgrep timeout awk)
+# transcode: ffmpeg decodes what the transcoder sends (tests) and is the benchmark anchor.
+WANT+=(ffmpeg ffprobe pkg-config)
 # Files a binary check would miss: baresip's headless modules.
 declare -A FILE_PKG=(
   [/usr/lib/baresip/modules/ctrl_tcp.so]=baresip-core
   [/usr/lib/baresip/modules/ausine.so]=baresip-core
   [/usr/lib/baresip/modules/aubridge.so]=baresip-core
+  # transcode (cgo): libvpx for VP8, openh264 for H.264, libyuv to scale.
+  [/usr/include/vpx/vp8cx.h]=libvpx-dev
+  [/usr/include/wels/codec_api.h]=libopenh264-dev
+  [/usr/include/libyuv/scale.h]=libyuv-dev
 )
 
 for group in "$@"; do
