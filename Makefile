@@ -18,10 +18,16 @@ PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.0
 # e2e tests find the gateway binary here (e2e/harness.GatewayBinary).
 export UCGATE_BIN := $(CURDIR)/bin/ucgate
 
-.PHONY: build run test deps vet unit fuzz e2e bench lint proto
+.PHONY: build run test deps vet unit fuzz e2e bench lint softphone proto
 
-build:
+build: softphone
 	$(GO) build -o bin/ucgate ./cmd/ucgate
+
+# The browser softphone (web/softphone, JsSIP from npm) bundled by esbuild
+# into cmd/ucgate/softphone/build, which the binary embeds. A plain
+# `go build` without it serves a placeholder page.
+softphone:
+	cd web/softphone && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 run: build
 	./bin/ucgate run
@@ -47,7 +53,7 @@ fuzz:
 	scripts/fuzz.sh
 
 # Builds every binary under cmd/ into bin/ first, then runs the e2e tests.
-e2e:
+e2e: softphone
 	mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./e2e/...

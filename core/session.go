@@ -67,6 +67,9 @@ type Leg struct {
 	CallID         string         `json:"call_id"` // the protocol's own id for this leg (SIP Call-ID)
 	Party          Identity       `json:"party"`
 	Upstream       string         `json:"upstream,omitempty"` // the configured upstream this leg goes to, if any
+	// MediaCrypto names the media protection: "dtls-srtp", "sdes-srtp"
+	// or "" (plain RTP).
+	MediaCrypto string `json:"media_crypto,omitempty"`
 }
 
 // Session is a call or a chat between legs. The session table is the single

@@ -11,6 +11,7 @@ import (
 	"github.com/ucgate/ucgate/core/journal"
 	"github.com/ucgate/ucgate/core/media"
 	"github.com/ucgate/ucgate/protocols/sip"
+	"github.com/ucgate/ucgate/protocols/webrtc"
 )
 
 //go:embed default.yaml
@@ -28,6 +29,7 @@ type Config struct {
 	Policies Policies       `yaml:"policies"`
 	State    StateConfig    `yaml:"state"`
 	Media    media.Config   `yaml:"media"`
+	WebRTC   webrtc.Config  `yaml:"webrtc"`
 }
 
 // StateConfig is the state section: where the blacklist and users live.
@@ -62,6 +64,7 @@ func defaults() Config {
 		Policies: defaultPolicies(),
 		State:    StateConfig{Path: "state.db"},
 		Media:    media.Defaults(),
+		WebRTC:   webrtc.Defaults(),
 	}
 }
 
@@ -88,7 +91,8 @@ func (c Config) Validate() error {
 		errs = append(errs, config.Invalid("state.path", "must be set"))
 	}
 	errs = append(errs, config.Nest("sip", c.SIP.Validate()), config.Nest("journal", c.Journal.Validate()),
-		config.Nest("policies", c.Policies.Validate()), config.Nest("media", c.Media.Validate()))
+		config.Nest("policies", c.Policies.Validate()), config.Nest("media", c.Media.Validate()),
+		config.Nest("webrtc", c.WebRTC.Validate()))
 	return errors.Join(errs...)
 }
 

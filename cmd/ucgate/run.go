@@ -28,6 +28,7 @@ import (
 	"github.com/ucgate/ucgate/policies/triggers"
 	"github.com/ucgate/ucgate/protocols/sip"
 	"github.com/ucgate/ucgate/protocols/sip/echo"
+	"github.com/ucgate/ucgate/protocols/webrtc"
 )
 
 func cmdRun(args []string, stderr io.Writer) error {
@@ -74,6 +75,7 @@ type gateway struct {
 	alerts   *core.Alerts
 	triggers *triggers.Triggers
 	media    *media.Engine
+	rtc      *webrtc.Legs
 	sip      *sip.Adapter
 	echo     []*echo.Server
 	admin    *http.Server
@@ -162,7 +164,11 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 			return fmt.Errorf("media: %w", err)
 		}
 	}
-	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin, Media: gw.media}); err != nil {
+	rtc, err := gw.startWebRTC(cfg)
+	if err != nil {
+		return fmt.Errorf("webrtc: %w", err)
+	}
+	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin, Media: gw.media, WebRTC: rtc}); err != nil {
 		return err
 	}
 	gw.sip.SetPipeline(gw.pipe.Pipeline)
@@ -297,6 +303,7 @@ func (gw *gateway) startAdmin() error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gw.reg, promhttp.HandlerOpts{}))
 	gw.adminRoutes(mux)
+	gw.phoneRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"status": "ok", "sip": gw.sip.Listeners()})
@@ -333,6 +340,9 @@ func (gw *gateway) Close() error {
 	}
 	if gw.media != nil {
 		errs = append(errs, gw.media.Close())
+	}
+	if gw.rtc != nil {
+		errs = append(errs, gw.rtc.Close())
 	}
 	for _, e := range gw.echo {
 		errs = append(errs, e.Close())

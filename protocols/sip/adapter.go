@@ -45,6 +45,7 @@ type Adapter struct {
 
 	streams  sync.Map      // "TCP/ip:port" -> *sip.ParserStream of an accepted connection
 	media    *media.Engine // nil: media passes end to end
+	rtc      WebRTC        // nil: no browser media
 	drops    *dropLog
 	dialogs  *dialogTable
 	bindings *bindingTable
@@ -78,6 +79,9 @@ type Options struct {
 	BuiltinAddr map[string]string
 	// Media anchors calls' media in the gateway; nil leaves it end to end.
 	Media *media.Engine
+	// WebRTC terminates browsers' ICE and DTLS-SRTP (with Media); nil
+	// refuses offers keyed by DTLS.
+	WebRTC WebRTC
 }
 
 // ErrNoListener reports that an upstream cannot be reached from any listener.
@@ -107,6 +111,7 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 		sessions:  sessions,
 		tlsConf:   opts.TLS,
 		media:     opts.Media,
+		rtc:       opts.WebRTC,
 		byLocal:   map[string]*listener{},
 		upstreams: map[string]*upstream{},
 		dialogs:   newDialogTable(),

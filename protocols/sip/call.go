@@ -49,6 +49,9 @@ type call struct {
 	mediaEnc   [2]bool
 	offerBodyB []byte
 	offerTypeB string
+	// rtc is the WebRTC side of a leg whose media is ICE and DTLS-SRTP
+	// (a browser); nil for a SIP leg.
+	rtc [2]WebRTCLeg
 }
 
 // target is where a new call or request goes.
@@ -270,6 +273,9 @@ func (c *call) setup(in *inbound, t target) {
 		lb := c.legB(in, t, up)
 		c.mu.Lock()
 		c.legs[sideB] = lb
+		if t.binding != nil && isWebSocket(lb.transport) && a.rtc != nil && c.media != nil && c.rtc[sideB] == nil {
+			c.newRTCLocked(sideB) // a browser registered over a WebSocket
+		}
 		c.mu.Unlock()
 		a.dialogs.put(lb.callID, lb.localTag, dialogRef{call: c, side: sideB})
 		c.sess.SetCallee(core.Leg{Protocol: "sip", Transport: strings.ToLower(lb.transport),

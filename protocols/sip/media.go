@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 
@@ -56,6 +57,26 @@ func (c *call) sdpBody(from int, offer bool, m message, to sip.Message) error {
 		setBody(m, to, other.l.host)
 		return nil
 	}
+	// A browser's side (ICE and DTLS-SRTP) is translated on the way in
+	// and completed on the way out; a SIP side's offer to a browser is
+	// narrowed to the codecs a browser carries.
+	rtcFrom, rtcTo := c.rtcLeg(from, body), c.rtcLeg(1-from, nil)
+	switch {
+	case rtcFrom != nil:
+		t, err := rtcFrom.Remote(body)
+		if err != nil {
+			return rtcError(err)
+		}
+		body = t
+	case rtcTo != nil && offer:
+		t, err := c.a.rtc.Narrow(body)
+		if err != nil {
+			return rtcError(err)
+		}
+		body = t
+	case bytes.Contains(body, []byte("UDP/TLS/RTP/SAVP")):
+		return &errMedia{488, "Not Acceptable Here", errNoWebRTC}
+	}
 	md, err := mediaFromSDP(body)
 	if err != nil {
 		return &errMedia{400, "Malformed SDP", err}
@@ -74,17 +95,34 @@ func (c *call) sdpBody(from int, offer bool, m message, to sip.Message) error {
 		return mediaError(err)
 	}
 	c.mu.Lock()
-	c.mediaEnc[from] = md.Encrypted()
-	c.mediaEnc[1-from] = out.Encrypted()
+	c.mediaEnc[from] = md.Encrypted() || rtcFrom != nil
+	c.mediaEnc[1-from] = out.Encrypted() || rtcTo != nil
 	if offer {
 		c.offerFrom = from
 	} else {
 		c.offerFrom = noOffer
 	}
 	c.mu.Unlock()
+	c.sess.UpdateLeg(roleOf(from), func(l *core.Leg) { l.MediaCrypto = mediaCrypto(md) })
+	c.sess.UpdateLeg(roleOf(1-from), func(l *core.Leg) { l.MediaCrypto = mediaCrypto(out) })
+	if !offer {
+		// The streams run now: ICE and DTLS start on the browser's side.
+		for _, l := range []WebRTCLeg{rtcFrom, rtcTo} {
+			if l != nil {
+				if err := l.Start(); err != nil {
+					return &errMedia{488, "Not Acceptable Here", err}
+				}
+			}
+		}
+	}
 	text, err := rewriteSDP(body, out, other.l.host)
 	if err != nil {
 		return &errMedia{488, "Not Acceptable Here", err}
+	}
+	if rtcTo != nil {
+		if text, err = rtcTo.Local(text, offer); err != nil {
+			return &errMedia{488, "Not Acceptable Here", err}
+		}
 	}
 	to.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	to.SetBody(text)

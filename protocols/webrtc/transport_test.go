@@ -1,0 +1,180 @@
+package webrtc
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	pion "github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+)
+
+// browser is a pion/webrtc peer connection on loopback playing the
+// browser: it offers one audio stream and sends Opus packets once
+// connected.
+type browser struct {
+	pc    *pion.PeerConnection
+	track *pion.TrackLocalStaticSample
+	offer string
+}
+
+func newBrowser(t testing.TB) *browser {
+	t.Helper()
+	var se pion.SettingEngine
+	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
+	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	se.SetIncludeLoopbackCandidate(true)
+	api := pion.NewAPI(pion.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(pion.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	track, err := pion.NewTrackLocalStaticSample(pion.RTPCodecCapability{MimeType: pion.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTrack(track); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := pion.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	return &browser{pc: pc, track: track, offer: pc.LocalDescription().SDP}
+}
+
+// answerFor makes the gateway's answer to the browser's offer: what the
+// SIP adapter would write (the relay's address), completed by toBrowser.
+func answerFor(t testing.TB, rd *remoteDesc, loc local, port int) string {
+	t.Helper()
+	plain := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"m=audio " + itoa(port) + " UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp-mux\r\n"
+	out, err := toBrowser([]byte(plain), loc, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func itoa(n int) string {
+	b := []byte{}
+	for n > 0 || len(b) == 0 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+		n /= 10
+	}
+	return string(b)
+}
+
+// TestTransportKeysWithPion runs the gateway's ICE-lite and DTLS server
+// against pion/webrtc: the handshake completes and the exported keys
+// decrypt the SRTP the peer sends.
+func TestTransportKeysWithPion(t *testing.T) {
+	recv, sock, _ := runHandshake(t, false)
+	prof := srtp.ProtectionProfileAes128CmHmacSha1_80
+	if recv.Suite == "AEAD_AES_128_GCM" {
+		prof = srtp.ProtectionProfileAeadAes128Gcm
+	}
+	ctx, err := srtp.CreateContext(recv.Key, recv.Salt, prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	_ = sock.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, _, err := sock.ReadFrom(buf)
+		if err != nil {
+			t.Fatal("no SRTP from the peer:", err)
+		}
+		if n < 12 || buf[0] < 128 || buf[0] > 191 || (buf[1]&0x7f >= 72 && buf[1]&0x7f <= 79) {
+			continue // STUN, DTLS or RTCP
+		}
+		var h rtp.Header
+		out, err := ctx.DecryptRTP(nil, buf[:n], &h)
+		if err != nil {
+			t.Fatalf("SRTP from the peer does not decrypt with the exported key: %v", err)
+		}
+		if h.PayloadType != 111 || len(out) <= h.MarshalSize() {
+			t.Fatalf("decrypted packet: pt %d, %d bytes", h.PayloadType, len(out))
+		}
+		return
+	}
+}
+
+// TestTransportFingerprintMismatch: a peer whose certificate is not the
+// one its description announced is refused, and no keys come out.
+func TestTransportFingerprintMismatch(t *testing.T) {
+	_, _, err := runHandshake(t, true)
+	if !errors.Is(err, ErrFingerprint) {
+		t.Fatalf("handshake error %v, want ErrFingerprint", err)
+	}
+}
+
+func runHandshake(t *testing.T, tamper bool) (recvKeys mediaKeys, sock net.PacketConn, err error) {
+	t.Helper()
+	b := newBrowser(t)
+	offer := b.offer
+	if tamper {
+		// Another certificate's fingerprint: the description lies.
+		other, err := newCertificate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(offer, "\r\n")
+		for i, l := range lines {
+			if strings.HasPrefix(l, "a=fingerprint:") {
+				lines[i] = "a=fingerprint:" + other.fingerprint
+			}
+		}
+		offer = strings.Join(lines, "\r\n")
+	}
+	_, rd, err := fromBrowser([]byte(offer), netipLoopback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := newCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	// The transport reads from a tee: STUN and DTLS to it, the rest to the test.
+	tee := newTee(pc)
+	loc := local{ufrag: randomICE(8), pwd: randomICE(24), fingerprint: cert.fingerprint}
+	tr := newTransport(tee.foreign, loc, rd.streams[0], cert, 5*time.Second)
+	t.Cleanup(tr.close)
+	go tr.readLoop()
+	ans := answerFor(t, rd, loc, pc.LocalAddr().(*net.UDPAddr).Port)
+	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: ans}); err != nil {
+		t.Fatalf("pion refused the answer: %v\n%s", err, ans)
+	}
+	stopSend := make(chan struct{})
+	t.Cleanup(func() { close(stopSend) })
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSend:
+				return
+			case <-tick.C:
+				_ = b.track.WriteSample(media.Sample{Data: []byte{0xf8, 0xff, 0xfe}, Duration: 20 * time.Millisecond})
+			}
+		}
+	}()
+	recv, _, err := tr.handshake(context.Background())
+	return recv, tee.rest, err
+}

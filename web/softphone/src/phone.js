@@ -1,0 +1,190 @@
+// ucgate softphone: register, call, hang up, call state and audio levels.
+// URL parameters (for demos and tests) preset the fields and can drive
+// the page without clicks: server, uri, password, target, auto=1
+// (register, then call target if set), answer=1 (answer incoming calls),
+// hangup_after=ms, report=URL (POSTs every state change as JSON).
+import JsSIP from 'jssip';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+let ua = null;
+let session = null;
+let stats = null;
+const levels = { mic: 0, remote: 0, micMax: 0, remoteMax: 0 };
+
+function report(event, extra) {
+  const url = params.get('report');
+  const body = JSON.stringify(Object.assign({ event, time: Date.now() }, extra || {}));
+  console.log('[phone]', body);
+  if (url) {
+    fetch(url, { method: 'POST', mode: 'no-cors', headers: { 'Content-Type': 'text/plain' }, body }).catch(() => {});
+  }
+}
+
+function setState(text, event, extra) {
+  $('state').textContent = text;
+  report(event || text, extra);
+}
+
+function buttons() {
+  const reg = ua && ua.isRegistered();
+  $('register').disabled = !!ua;
+  $('unregister').disabled = !ua;
+  $('call').disabled = !reg || !!session;
+  $('hangup').disabled = !session;
+  $('answer').disabled = !(session && session.direction === 'incoming' && !session.isEstablished());
+}
+
+// meter follows a stream's level with an AnalyserNode.
+function meter(stream, key, el) {
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  if (!Ctx) return;
+  const ctx = new Ctx();
+  const src = ctx.createMediaStreamSource(stream);
+  const an = ctx.createAnalyser();
+  an.fftSize = 1024;
+  src.connect(an);
+  const buf = new Float32Array(an.fftSize);
+  const tick = () => {
+    an.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const v of buf) sum += v * v;
+    const rms = Math.sqrt(sum / buf.length);
+    levels[key] = rms;
+    levels[key + 'Max'] = Math.max(levels[key + 'Max'], rms);
+    el.value = Math.min(1, rms * 4);
+    if (ctx.state !== 'closed') setTimeout(tick, 50);
+  };
+  ctx.resume().catch(() => {});
+  tick();
+  return ctx;
+}
+
+async function rtpStats(pc) {
+  const out = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0, codec: '' };
+  if (!pc) return out;
+  const report = await pc.getStats();
+  const codecs = {};
+  report.forEach((s) => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
+  report.forEach((s) => {
+    if (s.kind !== 'audio') return;
+    if (s.type === 'outbound-rtp') { out.sent += s.packetsSent || 0; out.bytesSent += s.bytesSent || 0; out.codec = codecs[s.codecId] || out.codec; }
+    if (s.type === 'inbound-rtp') { out.received += s.packetsReceived || 0; out.bytesReceived += s.bytesReceived || 0; }
+  });
+  return out;
+}
+
+function watch(s) {
+  session = s;
+  buttons();
+  let ctxs = [];
+  const attach = () => {
+    const pc = s.connection;
+    if (!pc) return;
+    pc.addEventListener('track', (e) => {
+      const stream = e.streams[0] || new MediaStream([e.track]);
+      $('remote').srcObject = stream;
+      ctxs.push(meter(stream, 'remote', $('remoteLevel')));
+    });
+  };
+  if (s.connection) attach(); else s.on('peerconnection', attach);
+  s.on('progress', () => setState('ringing', 'progress'));
+  s.on('accepted', () => setState('answered', 'accepted'));
+  s.on('confirmed', () => {
+    setState('in call with ' + s.remote_identity.uri.toString(), 'confirmed');
+    const local = s.connection.getSenders().map((x) => x.track).filter(Boolean);
+    if (local.length) ctxs.push(meter(new MediaStream(local), 'mic', $('micLevel')));
+    stats = setInterval(async () => {
+      const st = await rtpStats(s.connection);
+      report('stats', { rtp: st, levels });
+    }, 1000);
+    const after = Number(params.get('hangup_after') || 0);
+    if (after > 0) {
+      setTimeout(async () => {
+        const st = await rtpStats(s.connection);
+        report('final', { rtp: st, levels });
+        s.terminate();
+      }, after);
+    }
+  });
+  const done = (what) => (e) => {
+    clearInterval(stats);
+    ctxs.forEach((c) => c && c.close());
+    ctxs = [];
+    session = null;
+    buttons();
+    setState(what + ': ' + (e && e.cause ? e.cause : ''), what, { cause: e && e.cause, code: e && e.message && e.message.status_code });
+  };
+  s.on('ended', done('ended'));
+  s.on('failed', done('failed'));
+}
+
+const callOptions = () => ({
+  mediaConstraints: { audio: true, video: false },
+  pcConfig: { iceServers: [] },
+});
+
+function start() {
+  const server = $('server').value.trim();
+  const socket = new JsSIP.WebSocketInterface(server);
+  ua = new JsSIP.UA({
+    sockets: [socket],
+    uri: $('uri').value.trim(),
+    password: $('password').value || undefined,
+    register: true,
+    session_timers: false,
+    user_agent: 'ucgate-softphone (JsSIP ' + JsSIP.version + ')',
+  });
+  ua.on('connected', () => report('connected', { server }));
+  ua.on('disconnected', () => setState('disconnected from ' + server, 'disconnected'));
+  ua.on('registered', () => {
+    setState('registered as ' + $('uri').value, 'registered');
+    buttons();
+    if (params.get('auto') === '1' && $('target').value) call();
+  });
+  ua.on('registrationFailed', (e) => {
+    setState('registration failed: ' + e.cause, 'registrationFailed', { cause: e.cause, code: e.response && e.response.status_code });
+    buttons();
+  });
+  ua.on('newRTCSession', (e) => {
+    if (e.originator !== 'remote') return;
+    if (session) { e.session.terminate({ status_code: 486 }); return; }
+    watch(e.session);
+    setState('incoming call from ' + e.session.remote_identity.uri.toString(), 'incoming');
+    if (params.get('answer') === '1') e.session.answer(callOptions());
+  });
+  ua.start();
+  buttons();
+}
+
+function call() {
+  const target = $('target').value.trim();
+  setState('calling ' + target, 'calling', { target });
+  const s = ua.call(target, Object.assign({ eventHandlers: {} }, callOptions()));
+  watch(s);
+}
+
+async function defaults() {
+  let cfg = {};
+  try {
+    const res = await fetch('config.json');
+    if (res.ok) cfg = await res.json();
+  } catch (e) { /* served without the gateway */ }
+  const secure = location.protocol === 'https:';
+  $('server').value = params.get('server') || (secure ? cfg.wss : cfg.ws) || cfg.wss || cfg.ws || '';
+  $('uri').value = params.get('uri') || cfg.uri || 'sip:webphone@127.0.0.1';
+  $('password').value = params.get('password') || '';
+  $('target').value = params.get('target') || cfg.target || 'sip:echo@127.0.0.1';
+}
+
+$('register').onclick = start;
+$('unregister').onclick = () => { if (ua) { ua.stop(); ua = null; buttons(); setState('not registered', 'unregistered'); } };
+$('call').onclick = call;
+$('hangup').onclick = () => session && session.terminate();
+$('answer').onclick = () => session && session.answer(callOptions());
+window.ucgatePhone = { levels, get session() { return session; }, JsSIP };
+
+defaults().then(() => {
+  report('loaded', { jssip: JsSIP.version });
+  if (params.get('auto') === '1') start();
+});
