@@ -6,7 +6,25 @@ import (
 	"time"
 
 	"github.com/pion/rtcp"
+
+	tt "github.com/ucgate/ucgate/transcode/transcodetest"
 )
+
+const testSSRC, outSSRC = 0x1234abcd, 0x0badcafe
+
+func packetize(cl *tt.Clip, pt uint8) [][]byte { return tt.Packetize(cl, pt, testSSRC) }
+
+func depacketize(tb testing.TB, c Codec, pkts [][]byte) *tt.Received {
+	return tt.Depacketize(tb, c.String(), pkts, 1200)
+}
+
+func makeClip(tb testing.TB, c Codec, w, h, n, gop int) *tt.Clip {
+	return tt.MakeClip(tb, c.String(), w, h, n, gop)
+}
+
+func writeOut(tb testing.TB, c Codec, w, h int, frames [][]byte) string {
+	return tt.WriteOut(tb, c.String(), w, h, frames)
+}
 
 const inPT, outPT = 96, 102
 
@@ -59,29 +77,29 @@ func TestTranscodeRealFrames(t *testing.T) {
 			r := newRun(t, Config{Bitrate: 800_000}, tc.from, tc.to)
 			r.write(t, packetize(cl, inPT))
 			got := depacketize(t, tc.to, r.out)
-			if len(got.frames) != 30 {
-				t.Fatalf("%d frames out, want 30; stats %+v", len(got.frames), r.t.Stats())
+			if len(got.Frames) != 30 {
+				t.Fatalf("%d frames out, want 30; stats %+v", len(got.Frames), r.t.Stats())
 			}
-			if !got.keys[0] {
+			if !got.Keys[0] {
 				t.Error("first output frame is not a keyframe")
 			}
-			if len(got.ssrcs) != 1 || !got.ssrcs[outSSRC] || got.pts[0] != outPT {
-				t.Errorf("output SSRCs %v, payload type %d", got.ssrcs, got.pts[0])
+			if len(got.SSRCs) != 1 || !got.SSRCs[outSSRC] || got.PTs[0] != outPT {
+				t.Errorf("output SSRCs %v, payload type %d", got.SSRCs, got.PTs[0])
 			}
-			path := writeOut(t, tc.to, 320, 240, got.frames)
-			p := ffprobe(t, path)
-			if p.frames != 30 || p.w != 320 || p.h != 240 || p.codec != tc.codec {
+			path := writeOut(t, tc.to, 320, 240, got.Frames)
+			p := tt.FFprobe(t, path)
+			if p.Frames != 30 || p.W != 320 || p.H != 240 || p.Codec != tc.codec {
 				t.Fatalf("ffprobe: %+v", p)
 			}
-			if tc.profile != "" && p.profile != tc.profile {
-				t.Errorf("profile %q, want %q", p.profile, tc.profile)
+			if tc.profile != "" && p.Profile != tc.profile {
+				t.Errorf("profile %q, want %q", p.Profile, tc.profile)
 			}
-			if db := psnr(t, path, cl.path, 320, 240); db < 28 {
+			if db := tt.PSNR(t, path, cl.Path, 320, 240); db < 28 {
 				t.Errorf("PSNR against the source %.1f dB, want >= 28", db)
 			} else {
 				t.Logf("PSNR against the source %.1f dB", db)
 			}
-			for i, y := range yavg(t, path) {
+			for i, y := range tt.YAVG(t, path) {
 				if y < 20 || y > 235 {
 					t.Fatalf("frame %d has mean luma %.1f: blank", i, y)
 				}
@@ -104,8 +122,8 @@ func TestScaleAndFrameRate(t *testing.T) {
 	pkts := packetize(cl, inPT)
 	r.write(t, pkts)
 	got := depacketize(t, H264, r.out)
-	p := ffprobe(t, writeOut(t, H264, 160, 120, got.frames))
-	if p.w != 160 || p.h != 120 || p.frames != 15 {
+	p := tt.FFprobe(t, writeOut(t, H264, 160, 120, got.Frames))
+	if p.W != 160 || p.H != 120 || p.Frames != 15 {
 		t.Fatalf("ffprobe %+v, want 15 frames of 160x120", p)
 	}
 	if s := r.t.Stats(); s.FramesSkippedByRate != 15 {
@@ -124,27 +142,15 @@ func TestScaleAndFrameRate(t *testing.T) {
 	n := len(r.out)
 	// The same clip again: it starts with a keyframe; timestamps go on.
 	r2 := packetize(cl, inPT)
-	shift(r2, 30*3000, uint16(len(pkts)))
+	tt.Shift(r2, 30*3000, uint16(len(pkts)))
 	r.write(t, r2)
 	got = depacketize(t, H264, r.out[n:])
-	if len(got.frames) != 30 || !got.keys[0] {
-		t.Fatalf("%d frames after the change, first key %v", len(got.frames), got.keys[0])
+	if len(got.Frames) != 30 || !got.Keys[0] {
+		t.Fatalf("%d frames after the change, first key %v", len(got.Frames), got.Keys[0])
 	}
-	p = ffprobe(t, writeOut(t, H264, 240, 180, got.frames))
-	if p.w != 240 || p.h != 180 || p.frames != 30 {
+	p = tt.FFprobe(t, writeOut(t, H264, 240, 180, got.Frames))
+	if p.W != 240 || p.H != 180 || p.Frames != 30 {
 		t.Fatalf("after the change ffprobe %+v", p)
-	}
-}
-
-// shift moves packets' timestamps and sequence numbers on.
-func shift(pkts [][]byte, dts uint32, dseq uint16) {
-	for _, p := range pkts {
-		seq := uint16(p[2])<<8 | uint16(p[3])
-		seq += dseq
-		p[2], p[3] = byte(seq>>8), byte(seq)
-		ts := uint32(p[4])<<24 | uint32(p[5])<<16 | uint32(p[6])<<8 | uint32(p[7])
-		ts += dts
-		p[4], p[5], p[6], p[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
 	}
 }
 
@@ -170,10 +176,10 @@ func TestReorderAndDuplicates(t *testing.T) {
 			r.write(t, mixed)
 			got := depacketize(t, to, r.out)
 			s := r.t.Stats()
-			if len(got.frames) != 30 || s.Assembler.Duplicate == 0 || s.Assembler.Lost != 0 || r.keyReqs != 0 {
-				t.Fatalf("%d frames, stats %+v, %d keyframe requests", len(got.frames), s, r.keyReqs)
+			if len(got.Frames) != 30 || s.Assembler.Duplicate == 0 || s.Assembler.Lost != 0 || r.keyReqs != 0 {
+				t.Fatalf("%d frames, stats %+v, %d keyframe requests", len(got.Frames), s, r.keyReqs)
 			}
-			if p := ffprobe(t, writeOut(t, to, 320, 240, got.frames)); p.frames != 30 {
+			if p := tt.FFprobe(t, writeOut(t, to, 320, 240, got.Frames)); p.Frames != 30 {
 				t.Fatalf("ffprobe %+v", p)
 			}
 		})
@@ -216,15 +222,15 @@ func TestLossRequestsKeyframe(t *testing.T) {
 				t.Fatalf("no keyframe request after a loss: stats %+v", s)
 			}
 			got := depacketize(t, to, r.out)
-			if len(got.frames) != 24 {
-				t.Errorf("%d frames out, want 24 (frames 4 to 9 held back until the keyframe)", len(got.frames))
+			if len(got.Frames) != 24 {
+				t.Errorf("%d frames out, want 24 (frames 4 to 9 held back until the keyframe)", len(got.Frames))
 			}
 			// The output stream itself lost nothing: the encoder goes on
 			// without a keyframe of its own.
 			if s.DecodeErrors != 0 {
 				t.Errorf("%d decode errors: a broken frame reached the decoder", s.DecodeErrors)
 			}
-			if p := ffprobe(t, writeOut(t, to, 320, 240, got.frames)); p.frames != 24 {
+			if p := tt.FFprobe(t, writeOut(t, to, 320, 240, got.Frames)); p.Frames != 24 {
 				t.Fatalf("ffprobe %+v", p)
 			}
 			// Rate limited: with the clock stopped, one more loss asks no more.
@@ -277,10 +283,10 @@ func TestPLIForcesKeyframe(t *testing.T) {
 				}
 				frames++
 				got := depacketize(t, to, r.out[n:])
-				if len(got.frames) != 1 {
-					t.Fatalf("frame %d: %d frames out", frames, len(got.frames))
+				if len(got.Frames) != 1 {
+					t.Fatalf("frame %d: %d frames out", frames, len(got.Frames))
 				}
-				return got.keys[0]
+				return got.Keys[0]
 			}
 			for range 5 {
 				writeFrame()
