@@ -80,6 +80,28 @@ type Journal interface {
 	CDR(ctx context.Context, c *CDR) error
 }
 
+// CapturedMessage is an instant message kept for compliance by a capture
+// policy (the XMPP proxy's xmpp.proxy.capture): who sent it to whom,
+// when, and its text if the policy keeps bodies.
+type CapturedMessage struct {
+	Time      time.Time `json:"time"`
+	Protocol  string    `json:"protocol"`
+	Src       string    `json:"src"`
+	Encrypted bool      `json:"encrypted"`
+	From      string    `json:"from"`
+	To        string    `json:"to"`
+	ID        string    `json:"id,omitempty"`
+	Type      string    `json:"type,omitempty"` // chat, normal, groupchat, headline
+	Size      int       `json:"size"`           // bytes of the body
+	Body      string    `json:"body,omitempty"` // empty unless the policy keeps bodies
+}
+
+// MessageJournal is the optional ability of a Journal to keep captured
+// messages. Message does not wait for the sinks, like Transaction.
+type MessageJournal interface {
+	Message(m *CapturedMessage)
+}
+
 // DiscardJournal is a Journal that keeps nothing, for tests and tools.
 type DiscardJournal struct{}
 

@@ -1,0 +1,612 @@
+package component
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	mcomp "mellium.im/xmpp/component"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/ucgate/ucgate/core"
+)
+
+// Component is the gateway's external component on the XMPP server.
+type Component struct {
+	cfg    Config
+	deps   core.Deps
+	log    *slog.Logger
+	domain jid.JID
+	server netip.AddrPort
+	secret []byte
+	peers  map[string]bool
+
+	pipeline atomic.Pointer[core.Pipeline]
+	sess     atomic.Pointer[xmpp.Session]
+	ready    chan struct{} // closed at the first successful connection
+	once     sync.Once
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sem    chan struct{}
+}
+
+// New validates cfg and prepares the component; Start connects it.
+func New(cfg Config, deps core.Deps) (*Component, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	secret, err := cfg.secret()
+	if err != nil {
+		return nil, err
+	}
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Journal == nil {
+		deps.Journal = core.DiscardJournal{}
+	}
+	d, err := jid.Parse(cfg.Domain)
+	if err != nil {
+		return nil, fmt.Errorf("xmpp component: domain: %w", err)
+	}
+	c := &Component{cfg: cfg, deps: deps, log: log.With("component", "xmpp-component"), domain: d,
+		server: netip.MustParseAddrPort(cfg.Server), secret: secret, peers: map[string]bool{},
+		ready: make(chan struct{}), sem: make(chan struct{}, cfg.MaxInFlight)}
+	for _, p := range cfg.PeerDomains {
+		c.peers[strings.ToLower(p)] = true
+	}
+	return c, nil
+}
+
+// Protocol names the adapter on the bridge.
+func (c *Component) Protocol() string { return "xmpp" }
+
+// SetPipeline makes p the pipeline of new events (a reload swaps it).
+func (c *Component) SetPipeline(p *core.Pipeline) { c.pipeline.Store(p) }
+
+// Start registers the component on the bridge for its peer domains and
+// connects it to the server, again and again while the gateway runs.
+func (c *Component) Start(ctx context.Context) error {
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if c.deps.Bridge != nil {
+		for _, p := range c.cfg.PeerDomains {
+			c.deps.Bridge.Serve(p, c)
+		}
+	}
+	c.wg.Add(1)
+	go c.run()
+	return nil
+}
+
+// Ready is closed once the component has been accepted by the server.
+func (c *Component) Ready() <-chan struct{} { return c.ready }
+
+// Connected reports whether the component is connected now.
+func (c *Component) Connected() bool { return c.sess.Load() != nil }
+
+// Close disconnects the component.
+func (c *Component) Close() error {
+	if c.cancel == nil {
+		return nil
+	}
+	c.cancel()
+	if s := c.sess.Load(); s != nil {
+		s.Close()
+		s.Conn().Close()
+	}
+	c.wg.Wait()
+	return nil
+}
+
+func (c *Component) run() {
+	defer c.wg.Done()
+	wait := c.cfg.Reconnect
+	for c.ctx.Err() == nil {
+		t0 := time.Now()
+		err := c.session()
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("component connection ended", "error", err, "server", c.cfg.Server, "retry_in", wait)
+		if time.Since(t0) > time.Minute {
+			wait = c.cfg.Reconnect
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
+	}
+}
+
+// session connects once and serves until the connection ends.
+func (c *Component) session() error {
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", c.cfg.Server)
+	if err != nil {
+		return err
+	}
+	s, err := mcomp.NewSession(ctx, c.domain, c.secret, conn)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("component handshake: %w", err)
+	}
+	c.sess.Store(s)
+	defer c.sess.Store(nil)
+	c.log.Info("component connected", "server", c.cfg.Server, "domain", c.cfg.Domain)
+	c.once.Do(func() { close(c.ready) })
+	err = s.Serve(xmpp.HandlerFunc(c.handle))
+	conn.Close()
+	if err == nil {
+		err = errors.New("stream closed")
+	}
+	return err
+}
+
+// inMessage and inPresence are what the component reads of a stanza.
+type inMessage struct {
+	ID     string   `xml:"id,attr"`
+	From   string   `xml:"from,attr"`
+	To     string   `xml:"to,attr"`
+	Type   string   `xml:"type,attr"`
+	Bodies []inText `xml:"body"`
+}
+
+type inText struct {
+	Lang string `xml:"http://www.w3.org/XML/1998/namespace lang,attr"`
+	Text string `xml:",chardata"`
+}
+
+type inPresence struct {
+	ID       string   `xml:"id,attr"`
+	From     string   `xml:"from,attr"`
+	To       string   `xml:"to,attr"`
+	Type     string   `xml:"type,attr"`
+	Show     string   `xml:"show"`
+	Statuses []inText `xml:"status"`
+}
+
+// handle decodes a stanza and hands it to a goroutine of its own, so that
+// a slow delivery never holds the stream (and never holds the output
+// lock a delivery the other way needs). MaxInFlight bounds them.
+func (c *Component) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), t))
+	var work func()
+	size := 0
+	switch start.Name.Local {
+	case "message":
+		var m inMessage
+		if err := d.Decode(&m); err != nil {
+			return nil
+		}
+		for _, b := range m.Bodies {
+			size += len(b.Text)
+		}
+		work = func() { c.onMessage(&m, size) }
+	case "presence":
+		var p inPresence
+		if err := d.Decode(&p); err != nil {
+			return nil
+		}
+		work = func() { c.onPresence(&p) }
+	default:
+		return nil // iq: Serve answers service-unavailable
+	}
+	select {
+	case c.sem <- struct{}{}:
+	case <-c.ctx.Done():
+		return nil
+	}
+	c.wg.Add(1)
+	go func() {
+		defer func() { <-c.sem; c.wg.Done() }()
+		work()
+	}()
+	return nil
+}
+
+// source is where interworked stanzas come from: the server.
+func (c *Component) source() core.Source {
+	return core.Source{Addr: c.server, Transport: "tcp", Zone: c.cfg.Zone}
+}
+
+func identity(j jid.JID) core.Identity {
+	return core.Identity{User: j.Localpart(), Domain: j.Domainpart()}
+}
+
+// onMessage carries a message from XMPP to the adapter serving its
+// domain (RFC 7572).
+func (c *Component) onMessage(m *inMessage, size int) {
+	from, errF := jid.Parse(m.From)
+	to, errT := jid.Parse(m.To)
+	rec := c.record("message", m.From, m.To, m.ID)
+	if errF != nil {
+		c.journal(rec, core.Verdict{Action: core.Drop, Reason: core.ReasonMalformed, Rule: RuleJID, Detail: "malformed from"})
+		return
+	}
+	reply := func(v core.Verdict) {
+		c.journal(rec, v)
+		if m.Type == "error" {
+			return
+		}
+		typ, cond := stanzaCondition(v.Reason)
+		msg := stanza.Message{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "message"}, ID: m.ID, From: from, To: to} // Error swaps them
+		c.send(msg.Error(stanza.Error{Type: stanza.ErrorType(typ), Condition: stanza.Condition(cond)}))
+	}
+	switch {
+	case m.Type == "error":
+		c.journal(rec, core.Verdict{Action: core.Drop, Rule: RuleError, Detail: "error stanza not carried across"})
+		return
+	case errT != nil:
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonMalformed, Rule: RuleJID, Detail: "malformed to"})
+		return
+	case !strings.EqualFold(to.Domainpart(), c.cfg.Domain) || to.Localpart() == "":
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonNotFound, Rule: RuleAddress, Detail: "no user of this domain"})
+		return
+	case m.Type == "groupchat":
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonUnsupported, Rule: RuleType, Detail: "groupchat not interworked"})
+		return
+	}
+	body, ok := pickText(m.Bodies)
+	if !ok {
+		return // chat states, receipts: nothing to carry
+	}
+	if len(body) > c.cfg.MaxBody {
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonTooLarge, Rule: RuleSize, Detail: "body too large"})
+		return
+	}
+	ev := c.event(core.KindMessage, "message", from, to, size)
+	if d := c.pipeline.Load().Run(c.ctx, &ev); d.Action != core.Allow {
+		v := d.Verdict
+		if v.Rule == "" {
+			v.Rule = d.Stage
+		}
+		if v.Action == core.Drop {
+			c.journal(rec, v)
+			return
+		}
+		reply(v)
+		return
+	}
+	dl, ok := c.deps.Bridge.For(to.Domainpart())
+	if !ok || dl == nil || dl == core.Deliverer(c) {
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonUnavailable, Rule: RuleNoBridge, Detail: "no adapter serves the domain"})
+		return
+	}
+	rec.To = protocolOf(dl) + ":" + to.Bare().String()
+	id := m.ID
+	msg := &core.Message{ID: id, From: identity(from), To: identity(to), Body: body, ContentType: "text/plain",
+		Src: c.source(), Time: time.Now()}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DeliveryTimeout)
+	defer cancel()
+	t0 := time.Now()
+	if err := dl.DeliverMessage(ctx, msg); err != nil {
+		reply(deliveryVerdict(err))
+		return
+	}
+	rec.Elapsed = time.Since(t0)
+	c.journal(rec, core.Verdict{})
+}
+
+// onPresence carries presence from XMPP to the adapter serving its
+// domain (RFC 7248).
+func (c *Component) onPresence(p *inPresence) {
+	from, errF := jid.Parse(p.From)
+	to, errT := jid.Parse(p.To)
+	rec := c.record("presence", p.From, p.To, p.ID)
+	if p.Type != "" {
+		rec.Method = "presence/" + p.Type
+	}
+	if errF != nil || p.Type == "error" {
+		c.journal(rec, core.Verdict{Action: core.Drop, Reason: core.ReasonMalformed, Rule: RuleJID, Detail: "not carried across"})
+		return
+	}
+	reply := func(v core.Verdict) {
+		c.journal(rec, v)
+		typ, cond := stanzaCondition(v.Reason)
+		pr := stanza.Presence{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "presence"}, ID: p.ID, From: from, To: to} // Error swaps them
+		c.send(pr.Error(stanza.Error{Type: stanza.ErrorType(typ), Condition: stanza.Condition(cond)}))
+	}
+	if errT != nil {
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonMalformed, Rule: RuleJID, Detail: "malformed to"})
+		return
+	}
+	if !strings.EqualFold(to.Domainpart(), c.cfg.Domain) || to.Localpart() == "" {
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonNotFound, Rule: RuleAddress, Detail: "no user of this domain"})
+		return
+	}
+	pres := &core.Presence{From: identity(from), To: identity(to), Src: c.source(), Time: time.Now()}
+	switch p.Type {
+	case "":
+		pres.Kind, pres.Available = core.PresenceUpdate, true
+		pres.Show = p.Show
+		pres.Status, _ = pickText(p.Statuses)
+	case "unavailable":
+		pres.Kind = core.PresenceUpdate
+		pres.Status, _ = pickText(p.Statuses)
+	case "subscribe":
+		pres.Kind = core.PresenceSubscribe
+	case "subscribed":
+		pres.Kind = core.PresenceSubscribed
+	case "unsubscribe":
+		pres.Kind = core.PresenceUnsubscribe
+	case "unsubscribed":
+		pres.Kind = core.PresenceUnsubscribed
+	case "probe":
+		pres.Kind = core.PresenceProbe
+	default:
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonMalformed, Rule: RuleType, Detail: "unknown presence type"})
+		return
+	}
+	switch pres.Show {
+	case "", "away", "chat", "dnd", "xa":
+	default:
+		pres.Show = ""
+	}
+	if len(pres.Status) > 1024 {
+		pres.Status = truncate(pres.Status, 1024)
+	}
+	ev := c.event(core.KindPresence, rec.Method, from, to, len(pres.Status))
+	if d := c.pipeline.Load().Run(c.ctx, &ev); d.Action != core.Allow {
+		v := d.Verdict
+		if v.Rule == "" {
+			v.Rule = d.Stage
+		}
+		if v.Action == core.Drop {
+			c.journal(rec, v)
+			return
+		}
+		reply(v)
+		return
+	}
+	dl, ok := c.deps.Bridge.For(to.Domainpart())
+	if !ok || dl == nil || dl == core.Deliverer(c) {
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonUnavailable, Rule: RuleNoBridge, Detail: "no adapter serves the domain"})
+		return
+	}
+	rec.To = protocolOf(dl) + ":" + to.Bare().String()
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DeliveryTimeout)
+	defer cancel()
+	if err := dl.DeliverPresence(ctx, pres); err != nil {
+		v := deliveryVerdict(err)
+		if pres.Kind == core.PresenceUpdate {
+			c.journal(rec, v) // an update is not answered with an error
+			return
+		}
+		reply(v)
+		return
+	}
+	c.journal(rec, core.Verdict{})
+}
+
+// DeliverMessage implements core.Deliverer: a message from the bridge to
+// a user of a peer domain, sent from <user>@<component domain>.
+func (c *Component) DeliverMessage(ctx context.Context, m *core.Message) error {
+	from, to, err := c.addresses(m.From, m.To)
+	rec := c.record("message", "", "", m.ID)
+	rec.From, rec.To, rec.Src = "bridge:"+m.From.String(), "xmpp:"+m.To.String(), m.Src.Addr.String()
+	if err != nil {
+		c.journal(rec, verdictOf(err))
+		return err
+	}
+	rec.From, rec.To = "xmpp:"+from.String(), "xmpp:"+to.String()
+	if len(m.Body) > c.cfg.MaxBody {
+		err := &core.DeliveryError{Reason: core.ReasonTooLarge, Detail: "body too large"}
+		c.journal(rec, verdictOf(err))
+		return err
+	}
+	id := m.ID
+	if id == "" || len(id) > 128 {
+		id = newID()
+	}
+	msg := stanza.Message{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "message"}, ID: id, From: from, To: to, Type: stanza.ChatMessage}
+	body := xmlstream.Wrap(xmlstream.Token(xml.CharData(m.Body)), xml.StartElement{Name: xml.Name{Local: "body"}})
+	if err := c.sendCtx(ctx, msg.Wrap(body)); err != nil {
+		c.journal(rec, verdictOf(err))
+		return err
+	}
+	c.journal(rec, core.Verdict{})
+	return nil
+}
+
+// DeliverPresence implements core.Deliverer: presence from the bridge
+// (RFC 7248) to a user of a peer domain.
+func (c *Component) DeliverPresence(ctx context.Context, p *core.Presence) error {
+	from, to, err := c.addresses(p.From, p.To)
+	rec := c.record("presence", "", "", "")
+	rec.From, rec.To, rec.Src = "bridge:"+p.From.String(), "xmpp:"+p.To.String(), p.Src.Addr.String()
+	if err != nil {
+		c.journal(rec, verdictOf(err))
+		return err
+	}
+	rec.From, rec.To = "xmpp:"+from.String(), "xmpp:"+to.String()
+	pr := stanza.Presence{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "presence"}, ID: newID(), From: from, To: to}
+	var payload []xml.TokenReader
+	switch p.Kind {
+	case core.PresenceUpdate:
+		if !p.Available {
+			pr.Type = stanza.UnavailablePresence
+		}
+		switch p.Show {
+		case "away", "chat", "dnd", "xa":
+			if p.Available {
+				payload = append(payload, xmlstream.Wrap(xmlstream.Token(xml.CharData(p.Show)), xml.StartElement{Name: xml.Name{Local: "show"}}))
+			}
+		}
+		if p.Status != "" {
+			payload = append(payload, xmlstream.Wrap(xmlstream.Token(xml.CharData(truncate(p.Status, 1024))), xml.StartElement{Name: xml.Name{Local: "status"}}))
+		}
+	case core.PresenceSubscribe:
+		pr.Type = stanza.SubscribePresence
+	case core.PresenceSubscribed:
+		pr.Type = stanza.SubscribedPresence
+	case core.PresenceUnsubscribe:
+		pr.Type = stanza.UnsubscribePresence
+	case core.PresenceUnsubscribed:
+		pr.Type = stanza.UnsubscribedPresence
+	case core.PresenceProbe:
+		pr.Type = stanza.ProbePresence
+	default:
+		err := &core.DeliveryError{Reason: core.ReasonMalformed, Detail: "unknown presence kind"}
+		c.journal(rec, verdictOf(err))
+		return err
+	}
+	if pr.Type != "" {
+		rec.Method = "presence/" + string(pr.Type)
+	}
+	if err := c.sendCtx(ctx, pr.Wrap(xmlstream.MultiReader(payload...))); err != nil {
+		c.journal(rec, verdictOf(err))
+		return err
+	}
+	c.journal(rec, core.Verdict{})
+	return nil
+}
+
+// addresses maps the bridge's identities to JIDs: the sender is a user
+// of the component's domain, the recipient a user of a peer domain.
+func (c *Component) addresses(f, t core.Identity) (from, to jid.JID, err error) {
+	if !strings.EqualFold(f.Domain, c.cfg.Domain) {
+		return from, to, &core.DeliveryError{Reason: core.ReasonForbidden, Detail: "sender not of the component's domain"}
+	}
+	if !c.peers[strings.ToLower(t.Domain)] {
+		return from, to, &core.DeliveryError{Reason: core.ReasonNoRoute, Detail: "domain not reached"}
+	}
+	if from, err = jid.New(f.User, c.cfg.Domain, ""); err != nil || f.User == "" {
+		return from, to, &core.DeliveryError{Reason: core.ReasonMalformed, Detail: "sender is not a valid JID"}
+	}
+	if to, err = jid.New(t.User, t.Domain, ""); err != nil || t.User == "" {
+		return from, to, &core.DeliveryError{Reason: core.ReasonNotFound, Detail: "recipient is not a valid JID"}
+	}
+	return from, to, nil
+}
+
+// sendCtx sends a stanza through the component connection.
+func (c *Component) sendCtx(ctx context.Context, r xml.TokenReader) error {
+	s := c.sess.Load()
+	if s == nil {
+		return &core.DeliveryError{Reason: core.ReasonUnavailable, Detail: "component not connected"}
+	}
+	if err := s.Send(ctx, r); err != nil {
+		return &core.DeliveryError{Reason: core.ReasonUnavailable, Detail: "component connection failed"}
+	}
+	return nil
+}
+
+// send sends an answer, bounded in time.
+func (c *Component) send(r xml.TokenReader) {
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	_ = c.sendCtx(ctx, r)
+}
+
+func (c *Component) event(kind core.Kind, method string, from, to jid.JID, size int) core.Event {
+	return core.Event{Kind: kind, Protocol: "xmpp", Method: method, Time: time.Now(), Src: c.source(),
+		From: identity(from), To: identity(to), Target: to.Bare().String(), Size: size,
+		Shape: core.Shape{Size: size, DeclaredLength: -1, MaxForwards: -1}}
+}
+
+// record starts the journal record of an interworked stanza.
+func (c *Component) record(method, from, to, id string) core.Transaction {
+	return core.Transaction{Time: time.Now(), Protocol: "xmpp", Zone: c.cfg.Zone, Src: c.server.String(), Transport: "component",
+		Method: method, From: "xmpp:" + truncate(from, 256), To: "xmpp:" + truncate(to, 256), CallID: truncate(id, 128)}
+}
+
+func (c *Component) journal(t core.Transaction, v core.Verdict) {
+	t.Action, t.Rule, t.Detail = v.Action.String(), v.Rule, v.Detail
+	if v.Action != core.Allow {
+		t.Reason = v.Reason.String()
+	}
+	c.deps.Journal.Transaction(&t)
+}
+
+// protocolOf names the protocol of an adapter on the bridge.
+func protocolOf(d core.Deliverer) string {
+	if pn, ok := d.(interface{ Protocol() string }); ok {
+		if p := pn.Protocol(); p != "" && len(p) <= 16 {
+			return p
+		}
+	}
+	return "bridge"
+}
+
+// pickText picks the text without xml:lang, else the first.
+func pickText(ts []inText) (string, bool) {
+	for _, t := range ts {
+		if t.Lang == "" {
+			return t.Text, true
+		}
+	}
+	if len(ts) > 0 {
+		return ts[0].Text, true
+	}
+	return "", false
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+func newID() string {
+	var b [9]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Rules this package writes.
+const (
+	RuleJID      = "xmpp/jid-malformed"
+	RuleAddress  = "xmpp/address"
+	RuleType     = "xmpp/type"
+	RuleSize     = "xmpp/size"
+	RuleNoBridge = "xmpp/no-bridge"
+	RuleError    = "xmpp/error-stanza"
+	RuleDelivery = "xmpp/delivery"
+)
+
+// deliveryVerdict turns the other adapter's refusal into a verdict.
+func deliveryVerdict(err error) core.Verdict {
+	var de *core.DeliveryError
+	if errors.As(err, &de) {
+		return core.Verdict{Action: core.Refuse, Reason: de.Reason, Rule: RuleDelivery, Detail: de.Detail}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return core.Verdict{Action: core.Refuse, Reason: core.ReasonTimeout, Rule: RuleDelivery, Detail: "no answer"}
+	}
+	return core.Verdict{Action: core.Refuse, Reason: core.ReasonUnavailable, Rule: RuleDelivery, Detail: "delivery failed"}
+}
+
+// verdictOf is the journal's view of this adapter's own refusal.
+func verdictOf(err error) core.Verdict {
+	var de *core.DeliveryError
+	if errors.As(err, &de) {
+		return core.Verdict{Action: core.Refuse, Reason: de.Reason, Rule: RuleDelivery, Detail: de.Detail}
+	}
+	return core.Verdict{Action: core.Refuse, Reason: core.ReasonInternal, Rule: RuleDelivery, Detail: "send failed"}
+}
+
+var _ core.Deliverer = (*Component)(nil)

@@ -1,0 +1,260 @@
+package component
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/xml"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/ucgate/ucgate/core"
+	h "github.com/ucgate/ucgate/e2e/harness"
+)
+
+// recorder is the test's side of the bridge: what the component hands
+// it, and the refusal it answers with.
+type recorder struct {
+	mu     sync.Mutex
+	msgs   []core.Message
+	pres   []core.Presence
+	refuse error
+	got    chan struct{}
+}
+
+func (r *recorder) DeliverMessage(_ context.Context, m *core.Message) error {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, *m)
+	err := r.refuse
+	r.mu.Unlock()
+	r.got <- struct{}{}
+	return err
+}
+
+func (r *recorder) DeliverPresence(_ context.Context, p *core.Presence) error {
+	r.mu.Lock()
+	r.pres = append(r.pres, *p)
+	err := r.refuse
+	r.mu.Unlock()
+	r.got <- struct{}{}
+	return err
+}
+
+// client is a mellium client logged in to Prosody directly.
+type client struct {
+	s  *xmpp.Session
+	in chan string // raw-ish description of each stanza received
+}
+
+func login(t *testing.T, addr, user, pass string) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := xmpp.NewClientSession(ctx, jid.MustParse(user+"@example.test"), conn,
+		xmpp.StartTLS(&tls.Config{ServerName: "example.test", InsecureSkipVerify: true}), // #nosec G402 -- the test's own Prosody
+		xmpp.SASL("", pass, sasl.ScramSha1), xmpp.BindResource())
+	if err != nil {
+		t.Fatalf("login %s: %v", user, err)
+	}
+	c := &client{s: s, in: make(chan string, 64)}
+	go s.Serve(xmpp.HandlerFunc(func(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+		var v struct {
+			From  string `xml:"from,attr"`
+			Type  string `xml:"type,attr"`
+			Body  string `xml:"body"`
+			Error struct {
+				Conds []struct {
+					XMLName xml.Name
+				} `xml:",any"`
+			} `xml:"error"`
+		}
+		if err := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), r)).Decode(&v); err != nil {
+			return nil
+		}
+		cond := ""
+		for _, x := range v.Error.Conds {
+			cond += x.XMLName.Local + " "
+		}
+		c.in <- start.Name.Local + " from=" + v.From + " type=" + v.Type + " body=" + v.Body + " error=" + cond
+		return nil
+	}))
+	t.Cleanup(func() { s.Close(); conn.Close() })
+	if err := s.Send(ctx, stanza.Presence{}.Wrap(nil)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *client) wait(t *testing.T, substr string) string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-c.in:
+			if strings.Contains(s, substr) {
+				return s
+			}
+		case <-deadline:
+			t.Fatalf("nothing with %q received", substr)
+		}
+	}
+}
+
+type message struct {
+	stanza.Message
+	Body string `xml:"body"`
+}
+
+// TestComponentWithProsody joins a real Prosody as sip.example.test and
+// carries a message and presence both ways between a Prosody user and the
+// bridge, and a refusal back as a stanza error.
+func TestComponentWithProsody(t *testing.T) {
+	pr := h.StartProsody(t, h.ProsodyConfig{Users: map[string]string{"juliet": "secret"},
+		Component: "sip.example.test", ComponentSecret: "s3cret"})
+	br := core.NewBridge()
+	rec := &recorder{got: make(chan struct{}, 64)}
+	br.Serve("sip.example.test", rec)
+	cfg := Defaults()
+	cfg.Enabled, cfg.Server, cfg.Domain, cfg.Secret, cfg.PeerDomains = true, pr.ComponentAddr, "sip.example.test", "s3cret", []string{"example.test"}
+	comp, err := New(cfg, core.Deps{Bridge: br})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := comp.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer comp.Close()
+	select {
+	case <-comp.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("component not accepted by prosody\n%s", pr.Proc.Tail(20))
+	}
+	if d, ok := br.For("example.test"); !ok || d != core.Deliverer(comp) {
+		t.Fatalf("the component does not serve example.test on the bridge")
+	}
+	juliet := login(t, pr.C2S, "juliet", "secret")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// XMPP -> bridge.
+	m := message{Message: stanza.Message{To: jid.MustParse("alice@sip.example.test"), Type: stanza.ChatMessage, ID: "m1"}, Body: "hello alice"}
+	if err := juliet.s.Encode(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rec.got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message did not reach the bridge")
+	}
+	rec.mu.Lock()
+	got := rec.msgs[0]
+	rec.mu.Unlock()
+	if got.Body != "hello alice" || got.From.String() != "juliet@example.test" || got.To.String() != "alice@sip.example.test" || got.ID != "m1" {
+		t.Fatalf("bridge got %+v", got)
+	}
+
+	// Presence subscription XMPP -> bridge.
+	if err := juliet.s.Send(ctx, stanza.Presence{To: jid.MustParse("alice@sip.example.test"), Type: stanza.SubscribePresence}.Wrap(nil)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rec.got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscription did not reach the bridge")
+	}
+	rec.mu.Lock()
+	p := rec.pres[0]
+	rec.mu.Unlock()
+	if p.Kind != core.PresenceSubscribe || p.From.String() != "juliet@example.test" || p.To.String() != "alice@sip.example.test" {
+		t.Fatalf("bridge got presence %+v", p)
+	}
+
+	// Bridge -> XMPP: a message and an availability update.
+	if err := comp.DeliverMessage(ctx, &core.Message{From: core.Identity{User: "alice", Domain: "sip.example.test"},
+		To: core.Identity{User: "juliet", Domain: "example.test"}, Body: "hi juliet <&>"}); err != nil {
+		t.Fatal(err)
+	}
+	juliet.wait(t, "body=hi juliet <&>")
+	if err := comp.DeliverPresence(ctx, &core.Presence{Kind: core.PresenceSubscribed, From: core.Identity{User: "alice", Domain: "sip.example.test"},
+		To: core.Identity{User: "juliet", Domain: "example.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := comp.DeliverPresence(ctx, &core.Presence{Kind: core.PresenceUpdate, Available: true, Show: "away",
+		From: core.Identity{User: "alice", Domain: "sip.example.test"}, To: core.Identity{User: "juliet", Domain: "example.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	juliet.wait(t, "presence from=alice@sip.example.test")
+
+	// A recipient the bridge's adapter does not know: item-not-found.
+	rec.mu.Lock()
+	rec.refuse = &core.DeliveryError{Reason: core.ReasonNotFound, Detail: "no such user"}
+	rec.mu.Unlock()
+	m = message{Message: stanza.Message{To: jid.MustParse("nobody@sip.example.test"), Type: stanza.ChatMessage, ID: "m2"}, Body: "anyone?"}
+	if err := juliet.s.Encode(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if s := juliet.wait(t, "type=error"); !strings.Contains(s, "item-not-found") {
+		t.Fatalf("error = %s, want item-not-found", s)
+	}
+
+	// Delivery refusals of the component itself.
+	var de *core.DeliveryError
+	err = comp.DeliverMessage(ctx, &core.Message{From: core.Identity{User: "alice", Domain: "sip.example.test"},
+		To: core.Identity{User: "x", Domain: "elsewhere.test"}, Body: "x"})
+	if !errors.As(err, &de) || de.Reason != core.ReasonNoRoute {
+		t.Fatalf("to an unknown domain: %v", err)
+	}
+	err = comp.DeliverMessage(ctx, &core.Message{From: core.Identity{User: "a b", Domain: "sip.example.test"},
+		To: core.Identity{User: "juliet", Domain: "example.test"}, Body: "x"})
+	if !errors.As(err, &de) || de.Reason != core.ReasonMalformed {
+		t.Fatalf("from an invalid localpart: %v", err)
+	}
+}
+
+func TestEveryReasonMapped(t *testing.T) {
+	for _, r := range core.AllReasons() {
+		if _, ok := stanzaConditions[r]; !ok {
+			t.Errorf("reason %v has no stanza error", r)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := Defaults()
+	good.Enabled, good.Server, good.Domain, good.Secret, good.PeerDomains = true, "127.0.0.1:5347", "sip.example.test", "x", []string{"example.test"}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"no server", func(c *Config) { c.Server = "" }, "server: must be ip:port"},
+		{"bad domain", func(c *Config) { c.Domain = "a@b" }, "domain: must be a domain name"},
+		{"two secrets", func(c *Config) { c.SecretFile = "/x" }, "secret: exactly one"},
+		{"no peers", func(c *Config) { c.PeerDomains = nil }, "peer_domains: must name"},
+		{"own domain as peer", func(c *Config) { c.PeerDomains = []string{"sip.example.test"} }, "must not be the component's own domain"},
+		{"body", func(c *Config) { c.MaxBody = 0 }, "max_body"},
+	} {
+		c := good
+		tc.mod(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
