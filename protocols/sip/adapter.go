@@ -50,6 +50,13 @@ type Adapter struct {
 	dialogs  *dialogTable
 	bindings *bindingTable
 
+	// bridge carries messages and presence to the other adapters;
+	// bridgeDomain is the domain SIP users have there ("": none); subs
+	// are the presence subscriptions across it.
+	bridge       *core.Bridge
+	bridgeDomain string
+	subs         *subTable
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -117,7 +124,12 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 		dialogs:   newDialogTable(),
 		bindings:  newBindingTable(),
 		parser:    sip.NewParser(),
+
+		bridge:       deps.Bridge,
+		bridgeDomain: strings.ToLower(cfg.Bridge.Domain),
+		subs:         newSubTable(cfg.Bridge.MaxSubscriptions, cfg.Bridge.MaxSubscriptionsPerUser),
 	}
+	a.subs.log = a.log
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
 		return nil, err
@@ -302,6 +314,9 @@ func (a *Adapter) Start(ctx context.Context) error {
 	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.bindings.expireLoop(a.ctx) }()
 	go func() { defer a.wg.Done(); a.drops.loop(a.ctx) }()
+	if a.bridgeDomain != "" && a.bridge != nil {
+		a.bridge.Serve(a.bridgeDomain, a)
+	}
 	return nil
 }
 
@@ -334,6 +349,7 @@ func (a *Adapter) Close() error {
 		return nil
 	}
 	a.dialogs.each(func(c *call) { c.terminate(core.RoleGateway, "shutdown") })
+	a.endSubscriptions()
 	done := make(chan struct{})
 	go func() { a.calls.Wait(); close(done) }()
 	select {
@@ -342,6 +358,7 @@ func (a *Adapter) Close() error {
 		a.log.Warn("calls still ending at shutdown")
 	}
 	a.cancel()
+	a.subs.wg.Wait() // presence work under way ends with a.ctx
 	a.closeListeners()
 	err := a.ua.Close()
 	a.wg.Wait()

@@ -37,6 +37,36 @@ type Config struct {
 	// RegistrationMaxExpires caps the Expires the gateway accepts from a
 	// registering user agent, in seconds. Default 3600.
 	RegistrationMaxExpires int `yaml:"registration_max_expires"`
+	// Bridge gives SIP users an address on the other side of the core
+	// bridge (XMPP users chat with alice@<domain> and see her presence)
+	// and carries their messages and presence to the domains other
+	// adapters serve (RFC 7247, 7248, 7572).
+	Bridge Bridge `yaml:"bridge"`
+}
+
+// Bridge is the SIP side of interworking with the other adapters.
+type Bridge struct {
+	// Domain is the domain SIP users have on the other side: a message to
+	// alice@<domain> becomes a SIP MESSAGE to alice, and a SIP user's
+	// message to a domain another adapter serves is sent from
+	// alice@<domain>. Empty (the default): the adapter serves no bridged
+	// domain and relays everything as SIP.
+	Domain string `yaml:"domain"`
+	// Expires is the presence subscription lifetime the gateway asks for
+	// in the SUBSCRIBEs it sends to SIP users, and the most it grants to a
+	// SIP user's SUBSCRIBE, in seconds. Default 3600. Subscriptions are
+	// refreshed before they lapse.
+	Expires int `yaml:"expires"`
+	// MaxSubscriptions bounds the presence subscriptions held across the
+	// bridge, both ways together. Default 10000; beyond it a new
+	// subscription is refused (SIP 503, or unavailable to the other side),
+	// rule sip/bridge_subscriptions.
+	MaxSubscriptions int `yaml:"max_subscriptions"`
+	// MaxSubscriptionsPerUser bounds the subscriptions one SIP user takes
+	// part in, both ways together (those she holds on parties of the other
+	// side and theirs on her), so that one user cannot take them all.
+	// Default 200; beyond it a new one is refused the same way.
+	MaxSubscriptionsPerUser int `yaml:"max_subscriptions_per_user"`
 }
 
 // Listener is one SIP socket.
@@ -106,6 +136,7 @@ func Defaults() Config {
 		UserAgent:              "ucgate",
 		RingTimeout:            120 * time.Second,
 		RegistrationMaxExpires: 3600,
+		Bridge:                 Bridge{Expires: 3600, MaxSubscriptions: 10000, MaxSubscriptionsPerUser: 200},
 	}
 }
 
@@ -224,6 +255,18 @@ func (c Config) Validate() error {
 	}
 	if strings.ContainsAny(c.UserAgent, "\r\n") {
 		bad("user_agent", "must be one line")
+	}
+	if d := c.Bridge.Domain; d != "" && !validDomain(d) {
+		bad("bridge.domain", "must be a domain name such as sip.example.com, got %q", d)
+	}
+	if c.Bridge.Expires <= 0 {
+		bad("bridge.expires", "must be above 0, got %d", c.Bridge.Expires)
+	}
+	if c.Bridge.MaxSubscriptions <= 0 {
+		bad("bridge.max_subscriptions", "must be above 0, got %d", c.Bridge.MaxSubscriptions)
+	}
+	if c.Bridge.MaxSubscriptionsPerUser <= 0 {
+		bad("bridge.max_subscriptions_per_user", "must be above 0, got %d", c.Bridge.MaxSubscriptionsPerUser)
 	}
 	return errors.Join(errs...)
 }

@@ -78,10 +78,21 @@ func (a *Adapter) onOther(req *sip.Request, tx sip.ServerTransaction) {
 		in.rec.Session = ref.call.sess.ID
 		ev.DialogSameSource, ev.DialogSeqOK = ref.call.facts(req, ref.side, in.src)
 	}
+	var sub *subscription // a presence subscription across the bridge
+	if !known {
+		sub = a.subscriptionOf(in, ev)
+	}
 	if !a.run(in, ev) {
 		return
 	}
+	if sub != nil {
+		sub.onRequest(in)
+		return
+	}
 	if !ev.InDialog {
+		if req.Method == sip.SUBSCRIBE && a.subscribeToBridge(in, ev) {
+			return
+		}
 		switch req.Method {
 		case sip.PUBLISH:
 			a.relay(in)

@@ -24,6 +24,9 @@ func (a *Adapter) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if !a.run(in, ev) {
 		return
 	}
+	if req.Method == sip.MESSAGE && a.messageToBridge(in, ev) {
+		return
+	}
 	if req.Method == sip.OPTIONS && (req.Recipient.User == "" || a.bindings.lookup(req.Recipient.User, false) == nil && !a.routable(req)) {
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 		res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, PRACK, UPDATE, REGISTER, NOTIFY, REFER"))
