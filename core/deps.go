@@ -24,4 +24,7 @@ type Deps struct {
 	Blocker Blocker
 	// Bridge carries messages and presence between adapters.
 	Bridge *Bridge
+	// Extern are stages built outside the gateway's stage constructors, by
+	// their name in StageOrder (the plugin host's "plugins" stage).
+	Extern map[string]Stage
 }

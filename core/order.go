@@ -25,6 +25,7 @@ var StageOrder = []string{
 	"bruteforce",  // a locked-out source or user, before auth looks at credentials
 	"auth",        // digest authentication
 	"srtp",        // a zone's media-encryption rule (488), once the caller is known
+	"plugins",     // external checks (stage plugins: fraud scores, reputation feeds), once the caller is known, before admission takes a slot
 	"admission",   // last: only calls that would otherwise proceed take a slot
 	// content: per media packet, in the relay.
 	"rtpguard", // RTP validation: source, SSRC, payload types, sequence and timestamp windows, rates

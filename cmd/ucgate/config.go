@@ -10,6 +10,7 @@ import (
 	"github.com/ucgate/ucgate/core/config"
 	"github.com/ucgate/ucgate/core/journal"
 	"github.com/ucgate/ucgate/core/media"
+	"github.com/ucgate/ucgate/plugins/host"
 	"github.com/ucgate/ucgate/protocols/sip"
 	"github.com/ucgate/ucgate/protocols/webrtc"
 )
@@ -30,6 +31,8 @@ type Config struct {
 	State    StateConfig    `yaml:"state"`
 	Media    media.Config   `yaml:"media"`
 	WebRTC   webrtc.Config  `yaml:"webrtc"`
+	// Plugins are the out-of-process plugins (plugins/README.md).
+	Plugins []host.Config `yaml:"plugins"`
 }
 
 // StateConfig is the state section: where the blacklist and users live.
@@ -93,6 +96,7 @@ func (c Config) Validate() error {
 	errs = append(errs, config.Nest("sip", c.SIP.Validate()), config.Nest("journal", c.Journal.Validate()),
 		config.Nest("policies", c.Policies.Validate()), config.Nest("media", c.Media.Validate()),
 		config.Nest("webrtc", c.WebRTC.Validate()))
+	errs = append(errs, config.Nest("plugins", host.ValidateAll(c.Plugins)))
 	return errors.Join(errs...)
 }
 

@@ -6,6 +6,7 @@
 //	ucgate users add|remove|list          users for digest authentication
 //	ucgate blacklist list|add|remove      the running gateway's blacklist
 //	ucgate defaults            print the embedded default configuration
+//	ucgate plugins             the running gateway's plugins and their state
 package main
 
 import (
@@ -44,6 +45,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdUsers(args[1:], stdout)
 	case "blacklist":
 		err = cmdBlacklist(args[1:], stdout)
+	case "plugins":
+		err = cmdPlugins(args[1:], stdout)
 	case "defaults":
 		_, err = stdout.Write(defaultYAML)
 	case "help", "-h", "--help":
@@ -78,6 +81,7 @@ commands:
   users add|remove|list   manage the users digest authentication knows
   blacklist list|add|remove   inspect and change the running gateway's blacklist
   defaults           print the embedded default configuration
+  plugins [-json]    the running gateway's plugins: kind, contract version, state
 `)
 }
 

@@ -76,6 +76,7 @@ func (p Policies) Validate() error {
 // that keep counts (rates, lockouts, scanners, calls) inherit them from
 // their predecessor so a reload gives no attacker a fresh start.
 var stageConstructors = map[string]func(c Config, d core.Deps, prev *core.Pipeline) (core.Stage, error){
+	"plugins": pluginStage, // the plugin host's stage plugins (cmd/ucgate/plugins.go)
 	"acl": func(c Config, d core.Deps, _ *core.Pipeline) (core.Stage, error) {
 		return build(c.Policies.ACL.Enabled, func() (*acl.Stage, error) { return acl.New(c.Policies.ACL, d) })
 	},

@@ -25,6 +25,7 @@ import (
 	"github.com/ucgate/ucgate/core/journal"
 	"github.com/ucgate/ucgate/core/media"
 	"github.com/ucgate/ucgate/core/state"
+	"github.com/ucgate/ucgate/plugins/host"
 	"github.com/ucgate/ucgate/policies/triggers"
 	"github.com/ucgate/ucgate/protocols/sip"
 	"github.com/ucgate/ucgate/protocols/sip/echo"
@@ -77,6 +78,7 @@ type gateway struct {
 	media    *media.Engine
 	rtc      *webrtc.Legs
 	sip      *sip.Adapter
+	plugins  *host.Host
 	echo     []*echo.Server
 	admin    *http.Server
 	reg      *prometheus.Registry
@@ -131,6 +133,9 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 	gw.alerts.Subscribe(gw.journal)
 	deps := core.Deps{Log: log, Journal: gw.journal, Sessions: core.NewSessions(), Metrics: gw.reg,
 		DataDir: cfg.DataDir, State: gw.state, Alerts: gw.alerts, Bridge: core.NewBridge()}
+	if deps, err = gw.newPlugins(deps); err != nil {
+		return err
+	}
 	gw.deps = deps
 
 	var tlsConf *tls.Config
@@ -172,6 +177,9 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 		return err
 	}
 	gw.sip.SetPipeline(gw.pipe.Pipeline)
+	if err := gw.startPlugins(ctx); err != nil {
+		return err
+	}
 	if err := gw.sip.Start(ctx); err != nil {
 		return err
 	}
@@ -285,6 +293,7 @@ func (gw *gateway) reload(file string) error {
 	}
 	old, oldT := gw.pipe, gw.triggers
 	gw.sip.SetPipeline(p.Pipeline)
+	gw.setPluginPipeline(p.Pipeline)
 	gw.pipe, gw.triggers = p, t
 	if t != nil {
 		gw.alerts.Subscribe(t)
@@ -303,6 +312,7 @@ func (gw *gateway) startAdmin() error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gw.reg, promhttp.HandlerOpts{}))
 	gw.adminRoutes(mux)
+	gw.pluginRoutes(mux)
 	gw.phoneRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -338,6 +348,7 @@ func (gw *gateway) Close() error {
 	if gw.sip != nil {
 		errs = append(errs, gw.sip.Close())
 	}
+	errs = append(errs, gw.closePlugins())
 	if gw.media != nil {
 		errs = append(errs, gw.media.Close())
 	}
