@@ -30,6 +30,7 @@ type Config struct {
 	Policies Policies       `yaml:"policies"`
 	State    StateConfig    `yaml:"state"`
 	Media    media.Config   `yaml:"media"`
+	XMPP     XMPPConfig     `yaml:"xmpp"`
 	WebRTC   webrtc.Config  `yaml:"webrtc"`
 	// Plugins are the out-of-process plugins (plugins/README.md).
 	Plugins []host.Config `yaml:"plugins"`
@@ -67,6 +68,7 @@ func defaults() Config {
 		Policies: defaultPolicies(),
 		State:    StateConfig{Path: "state.db"},
 		Media:    media.Defaults(),
+		XMPP:     xmppDefaults(),
 		WebRTC:   webrtc.Defaults(),
 	}
 }
@@ -97,6 +99,7 @@ func (c Config) Validate() error {
 		config.Nest("policies", c.Policies.Validate()), config.Nest("media", c.Media.Validate()),
 		config.Nest("webrtc", c.WebRTC.Validate()))
 	errs = append(errs, config.Nest("plugins", host.ValidateAll(c.Plugins)))
+	errs = append(errs, config.Nest("xmpp", c.XMPP.Validate()))
 	return errors.Join(errs...)
 }
 

@@ -79,6 +79,7 @@ type gateway struct {
 	rtc      *webrtc.Legs
 	sip      *sip.Adapter
 	plugins  *host.Host
+	xmpp     xmppAdapters
 	echo     []*echo.Server
 	admin    *http.Server
 	reg      *prometheus.Registry
@@ -181,6 +182,9 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := gw.sip.Start(ctx); err != nil {
+		return err
+	}
+	if err := gw.startXMPP(ctx, deps, gw.pipe.Pipeline); err != nil {
 		return err
 	}
 	if cfg.Admin.Listen != "" {
@@ -294,6 +298,7 @@ func (gw *gateway) reload(file string) error {
 	old, oldT := gw.pipe, gw.triggers
 	gw.sip.SetPipeline(p.Pipeline)
 	gw.setPluginPipeline(p.Pipeline)
+	gw.setXMPPPipeline(p.Pipeline)
 	gw.pipe, gw.triggers = p, t
 	if t != nil {
 		gw.alerts.Subscribe(t)
@@ -348,6 +353,7 @@ func (gw *gateway) Close() error {
 	if gw.sip != nil {
 		errs = append(errs, gw.sip.Close())
 	}
+	errs = append(errs, gw.closeXMPP())
 	errs = append(errs, gw.closePlugins())
 	if gw.media != nil {
 		errs = append(errs, gw.media.Close())
