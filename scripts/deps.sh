@@ -26,11 +26,13 @@ declare -A PKG=(
   [pgrep]=procps
   [timeout]=coreutils
   [awk]=gawk
+  [prosody]=prosody
+  [prosodyctl]=prosody
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
   [pkg-config]=pkg-config
 )
-WANT=(sipp baresip svmap svwar svcrack socat sipsak tshark openssl ss pgrep timeout awk)
+WANT=(sipp baresip svmap svwar svcrack socat sipsak tshark openssl ss pgrep timeout awk prosody prosodyctl)
 # transcode: ffmpeg decodes what the transcoder sends (tests) and is the benchmark anchor.
 WANT+=(ffmpeg ffprobe pkg-config)
 # Files a binary check would miss: baresip's headless modules.
