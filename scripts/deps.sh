@@ -31,15 +31,25 @@ declare -A PKG=(
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
   [pkg-config]=pkg-config
+  [ii]=ii
+  [protoc]=protobuf-compiler
+  [grpc_python_plugin]=protobuf-compiler-grpc
 )
 WANT=(sipp baresip svmap svwar svcrack socat sipsak tshark openssl ss pgrep timeout awk prosody prosodyctl)
 # transcode: ffmpeg decodes what the transcoder sends (tests) and is the benchmark anchor.
 WANT+=(ffmpeg ffprobe pkg-config)
+# plugins: ii is the IRC client of the plugin e2e test; protoc and the gRPC
+# Python plugin regenerate the contract (make proto).
+WANT+=(ii protoc grpc_python_plugin)
 # Files a binary check would miss: baresip's headless modules.
 declare -A FILE_PKG=(
   [/usr/lib/baresip/modules/ctrl_tcp.so]=baresip-core
   [/usr/lib/baresip/modules/ausine.so]=baresip-core
   [/usr/lib/baresip/modules/aubridge.so]=baresip-core
+  # The IRC example plugin (plugins/irc) runs on Debian's Python modules.
+  [/usr/lib/python3/dist-packages/grpc/__init__.py]=python3-grpcio
+  [/usr/lib/python3/dist-packages/google/protobuf/__init__.py]=python3-protobuf
+  [/usr/lib/python3/dist-packages/cryptography/__init__.py]=python3-cryptography
   # transcode (cgo): libvpx for VP8, openh264 for H.264, libyuv to scale.
   [/usr/include/vpx/vp8cx.h]=libvpx-dev
   [/usr/include/wels/codec_api.h]=libopenh264-dev
