@@ -34,10 +34,15 @@ declare -A PKG=(
   [ii]=ii
   [protoc]=protobuf-compiler
   [grpc_python_plugin]=protobuf-compiler-grpc
+  [chromium]=chromium
+  [node]=nodejs
+  [npm]=npm
 )
 WANT=(sipp baresip svmap svwar svcrack socat sipsak tshark openssl ss pgrep timeout awk prosody prosodyctl)
 # transcode: ffmpeg decodes what the transcoder sends (tests) and is the benchmark anchor.
 WANT+=(ffmpeg ffprobe pkg-config)
+# webrtc: headless Chromium plays the browser; npm builds the softphone page.
+WANT+=(chromium node npm)
 # plugins: ii is the IRC client of the plugin e2e test; protoc and the gRPC
 # Python plugin regenerate the contract (make proto).
 WANT+=(ii protoc grpc_python_plugin)

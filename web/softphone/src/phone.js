@@ -119,8 +119,13 @@ function watch(s) {
   s.on('failed', done('failed'));
 }
 
+// processing=0 turns off echo cancellation, noise suppression and gain
+// control (a test tone passes unchanged).
+const audio = params.get('processing') === '0'
+  ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false }
+  : true;
 const callOptions = () => ({
-  mediaConstraints: { audio: true, video: false },
+  mediaConstraints: { audio, video: false },
   pcConfig: { iceServers: [] },
 });
 
@@ -140,7 +145,7 @@ function start() {
   ua.on('registered', () => {
     setState('registered as ' + $('uri').value, 'registered');
     buttons();
-    if (params.get('auto') === '1' && $('target').value) call();
+    if (params.get('auto') === '1' && params.get('target')) call();
   });
   ua.on('registrationFailed', (e) => {
     setState('registration failed: ' + e.cause, 'registrationFailed', { cause: e.cause, code: e.response && e.response.status_code });

@@ -1,0 +1,406 @@
+package e2e
+
+// Browsers through the gateway: headless Chromium (Debian's chromium, fake
+// media devices playing a tone from a WAV file) loads the softphone page
+// the gateway serves at /phone/, registers with JsSIP over WSS (digest
+// credentials), and calls a SIP trunk played by baresip through ucgate,
+// which terminates ICE and DTLS-SRTP and sends plain RTP to the trunk;
+// baresip records what it hears (the browser's tone: not silence) and the
+// page reports its RTP figures. The trunk calls the registered browser
+// user too, the browser sits on IPv6 loopback while the trunk is on IPv4,
+// and the refusals (wrong Origin, bad password, a DTLS fingerprint that is
+// not the browser's) are journaled.
+//
+// Every identifier here has "webrtc" or "WebRTC" in its name, so that it
+// cannot collide with the other e2e files. Test data: testdata/webrtc.
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ucgate/ucgate/core"
+	"github.com/ucgate/ucgate/core/journal"
+	h "github.com/ucgate/ucgate/e2e/harness"
+)
+
+// webrtcBrowserHz is the tone the browser's fake microphone plays; the
+// trunk (baresip) sends mediaCalleeHz.
+const webrtcBrowserHz = 440
+
+// webrtcGW is a gateway for browsers: WSS on 127.0.0.1 and ::1 with the
+// harness's test certificate, UDP for the trunk, the admin server (the
+// softphone page) on a free port.
+type webrtcGW struct {
+	*h.Gateway
+	udp, wss4, wss6, admin string
+	cert                   *h.TestCert
+}
+
+// webrtcUser and webrtcPassword are the browser user's digest credentials.
+const (
+	webrtcUser     = "webphone"
+	webrtcPassword = "Vq7#pL2!nR9"
+)
+
+// startWebRTCGW starts the gateway with its default route to the trunk at
+// trunkAddr (baresip, which is also an upstream source and so may call the
+// browser user by name) and the builtin echo as registrar. The browser
+// user needs its password; extra is appended to the listeners' lines
+// (origins).
+func startWebRTCGW(t *testing.T, trunkAddr, listenerExtra string) *webrtcGW {
+	t.Helper()
+	g := &webrtcGW{cert: h.NewTestCert(t)}
+	g.udp = h.HostPort("127.0.0.1", h.FreeUDPPort(t))
+	g.wss4 = h.HostPort("127.0.0.1", h.FreeTCPPort(t))
+	g.wss6 = h.HostPort("::1", h.FreePort(t, "tcp6"))
+	g.admin = h.HostPort("127.0.0.1", h.FreeTCPPort(t))
+	yaml := fmt.Sprintf(`admin:
+  listen: "%s"
+sip:
+  ring_timeout: 20s
+  tls: {cert: "%s", key: "%s"}
+  listeners:
+    - {zone: internet, transport: udp, listen: "%s"}
+    - {zone: internet, transport: wss, listen: "%s"%s}
+    - {zone: internet, transport: wss, listen: "%s"%s}
+  upstreams:
+    - {name: trunk, address: "%s", transport: udp, zone: trunk}
+    - {name: reg, builtin: echo, zone: trunk}
+  routes:
+    - {default: true, upstreams: [trunk]}
+  registrar: reg
+%spolicies:
+  auth:
+    users:
+%s  ratelimit: {trusted: [127.0.0.0/8, "::1"]}
+  admission:
+    source: {concurrent: 0, rate: 0}
+    user: {concurrent: 0, rate: 0}
+`, g.admin, g.cert.CertFile, g.cert.KeyFile, g.udp, g.wss4, listenerExtra, g.wss6, listenerExtra, trunkAddr,
+		mediaSection(""), ha1User(webrtcUser, webrtcPassword))
+	g.Gateway = h.StartGateway(t, h.GatewayConfig{YAML: yaml, UDP: []string{g.udp}, TCP: []string{g.wss4, g.wss6, g.admin}})
+	return g
+}
+
+func (g *webrtcGW) cdrs(t *testing.T, f journal.CDRFilter, n int) []core.CDR {
+	t.Helper()
+	return waitCDRs(t, &gw{Gateway: g.Gateway}, f, n)
+}
+
+func (g *webrtcGW) txs(t *testing.T, f journal.TxFilter) []core.Transaction {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := journal.QueryTransactions(ctx, filepath.Join(g.DataDir, "journal.db"), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (g *webrtcGW) security(t *testing.T, rule string) []core.SecurityEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := journal.QuerySecurity(ctx, filepath.Join(g.DataDir, "journal.db"), journal.SecFilter{Rule: rule})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// webrtcEvent is one state change the page reported.
+type webrtcEvent struct {
+	Event string `json:"event"`
+	Cause string `json:"cause"`
+	Code  int    `json:"code"`
+	RTP   struct {
+		Sent     int    `json:"sent"`
+		Received int    `json:"received"`
+		Codec    string `json:"codec"`
+	} `json:"rtp"`
+	Levels struct {
+		MicMax    float64 `json:"micMax"`
+		RemoteMax float64 `json:"remoteMax"`
+	} `json:"levels"`
+}
+
+// webrtcBrowser is a headless Chromium on the softphone page, with the
+// page's reports.
+type webrtcBrowser struct {
+	proc *h.Proc
+
+	mu     sync.Mutex
+	events []webrtcEvent
+	notify chan struct{}
+}
+
+// webrtcToneWAV writes the tone the fake microphone plays: 48 kHz mono
+// 16-bit, 20 s (Chromium loops it).
+func webrtcToneWAV(t *testing.T, hz float64) string {
+	t.Helper()
+	const rate, secs = 48000, 20
+	n := rate * secs
+	b := make([]byte, 44+2*n)
+	copy(b, "RIFF")
+	binary.LittleEndian.PutUint32(b[4:], uint32(36+2*n))
+	copy(b[8:], "WAVEfmt ")
+	binary.LittleEndian.PutUint32(b[16:], 16)
+	binary.LittleEndian.PutUint16(b[20:], 1)
+	binary.LittleEndian.PutUint16(b[22:], 1)
+	binary.LittleEndian.PutUint32(b[24:], rate)
+	binary.LittleEndian.PutUint32(b[28:], rate*2)
+	binary.LittleEndian.PutUint16(b[32:], 2)
+	binary.LittleEndian.PutUint16(b[34:], 16)
+	copy(b[36:], "data")
+	binary.LittleEndian.PutUint32(b[40:], uint32(2*n))
+	for i := 0; i < n; i++ {
+		v := int16(0.5 * 32767 * math.Sin(2*math.Pi*hz*float64(i)/rate))
+		binary.LittleEndian.PutUint16(b[44+2*i:], uint16(v))
+	}
+	p := filepath.Join(t.TempDir(), "tone.wav")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startWebRTCBrowser opens the softphone page of g with params (server,
+// uri, password, target, auto, answer, hangup_after...) in headless
+// Chromium that trusts exactly the gateway's test key. The page reports
+// to a collector of the test.
+func startWebRTCBrowser(t *testing.T, g *webrtcGW, params url.Values) *webrtcBrowser {
+	t.Helper()
+	bin := h.RequirePeer(t, "chromium")
+	b := &webrtcBrowser{notify: make(chan struct{}, 1)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+		var ev webrtcEvent
+		if json.Unmarshal(body, &ev) == nil && ev.Event != "" {
+			b.mu.Lock()
+			b.events = append(b.events, ev)
+			b.mu.Unlock()
+			select {
+			case b.notify <- struct{}{}:
+			default:
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	params.Set("report", "http://"+ln.Addr().String()+"/report")
+	params.Set("processing", "0")
+	page := "http://" + g.admin + "/phone/?" + params.Encode()
+	b.proc = h.StartProc(t, h.ProcConfig{Name: "chromium", Path: bin, Args: []string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir=" + t.TempDir(), "--remote-debugging-port=0",
+		"--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+		"--use-file-for-fake-audio-capture=" + webrtcToneWAV(t, webrtcBrowserHz),
+		"--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+		"--autoplay-policy=no-user-gesture-required",
+		"--ignore-certificate-errors-spki-list=" + g.cert.SPKIPin,
+		page,
+	}})
+	return b
+}
+
+// wait waits for the first event named ev; it fails on one of failOn.
+func (b *webrtcBrowser) wait(ctx context.Context, ev string, failOn ...string) (webrtcEvent, error) {
+	for {
+		b.mu.Lock()
+		var seen []string
+		for _, e := range b.events {
+			seen = append(seen, e.Event)
+			if e.Event == ev {
+				b.mu.Unlock()
+				return e, nil
+			}
+			for _, f := range failOn {
+				if e.Event == f {
+					b.mu.Unlock()
+					return e, fmt.Errorf("page: %s (%s %d) while waiting for %s", f, e.Cause, e.Code, ev)
+				}
+			}
+		}
+		b.mu.Unlock()
+		select {
+		case <-b.notify:
+		case <-ctx.Done():
+			return webrtcEvent{}, fmt.Errorf("page: no %s event (seen %v): %w", ev, seen, ctx.Err())
+		}
+	}
+}
+
+// webrtcTrunk is baresip as the SIP trunk: it answers, sends
+// mediaCalleeHz and records what it hears.
+func webrtcTrunk(t *testing.T) *mediaUA {
+	return startMediaUA(t, "trunk", "127.0.0.1", "callee", false, mediaCalleeHz)
+}
+
+// webrtcCheckCall checks the page's final figures and the call's CDR:
+// RTP both ways on both legs, the browser's leg over WSS with DTLS-SRTP,
+// the trunk's plain RTP over UDP.
+func webrtcCheckCall(t *testing.T, g *webrtcGW, final webrtcEvent, browserRole string) {
+	t.Helper()
+	t.Logf("page: sent %d, received %d RTP packets (%s); levels mic %.3f remote %.3f",
+		final.RTP.Sent, final.RTP.Received, final.RTP.Codec, final.Levels.MicMax, final.Levels.RemoteMax)
+	if final.RTP.Sent < 50 || final.RTP.Received < 50 {
+		t.Errorf("page RTP: sent %d, received %d; want at least 50 each way", final.RTP.Sent, final.RTP.Received)
+	}
+	if final.Levels.RemoteMax < 0.01 {
+		t.Errorf("the page heard nothing from the trunk: remote level %.4f", final.Levels.RemoteMax)
+	}
+	cdrs := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)
+	if len(cdrs) != 1 {
+		t.Fatalf("%d CDRs for %s, want 1", len(cdrs), webrtcUser)
+	}
+	c := cdrs[0]
+	t.Logf("CDR: %s", mediaCDRText(c))
+	trunkRole := core.RoleCaller
+	if browserRole == core.RoleCaller {
+		trunkRole = core.RoleCallee
+	}
+	for _, l := range c.Legs {
+		switch l.Role {
+		case browserRole:
+			if l.Transport != "wss" || !l.Encrypted || !l.MediaEncrypted || l.MediaCrypto != "dtls-srtp" {
+				t.Errorf("browser leg %+v: want wss, encrypted, media dtls-srtp", l)
+			}
+		case trunkRole:
+			if l.Transport != "udp" || l.MediaEncrypted || l.MediaCrypto != "" {
+				t.Errorf("trunk leg %+v: want udp, plain RTP", l)
+			}
+		}
+	}
+	for _, role := range []string{browserRole, trunkRole} {
+		m, ok := mediaFrom(c, role)
+		if !ok || m.Packets < 50 {
+			t.Errorf("CDR: %d packets relayed from the %s, want at least 50", m.Packets, role)
+		}
+		if ok && m.Encrypted != (role == browserRole) {
+			t.Errorf("CDR: media from the %s encrypted=%v", role, m.Encrypted)
+		}
+	}
+}
+
+// TestWebRTCBrowserCallsTrunk: the browser registers over WSS (digest),
+// calls the trunk; RTP flows both ways, baresip hears the browser's tone.
+func TestWebRTCBrowserCallsTrunk(t *testing.T) {
+	webrtcBrowserCallsTrunk(t, false)
+}
+
+// TestWebRTCBrowserIPv6TrunkIPv4: the same call with the browser on ::1
+// (WSS and media) and the trunk on 127.0.0.1.
+func TestWebRTCBrowserIPv6TrunkIPv4(t *testing.T) {
+	webrtcBrowserCallsTrunk(t, true)
+}
+
+func webrtcBrowserCallsTrunk(t *testing.T, ipv6 bool) {
+	h.RequirePeer(t, "baresip")
+	h.RequirePeer(t, "chromium")
+	trunk := webrtcTrunk(t)
+	g := startWebRTCGW(t, trunk.SIPAddr, "")
+	server := "wss://" + g.wss4
+	if ipv6 {
+		server = "wss://" + g.wss6
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	b := startWebRTCBrowser(t, g, url.Values{
+		"server": {server}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword},
+		"target": {"sip:callee@127.0.0.1"}, "auto": {"1"}, "hangup_after": {"5000"},
+	})
+	if _, err := b.wait(ctx, "registered", "registrationFailed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.wait(ctx, "confirmed", "failed", "ended"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trunk.event(ctx, "CALL_ESTABLISHED"); err != nil {
+		t.Fatal(err)
+	}
+	final, err := b.wait(ctx, "final", "failed", "ended")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.wait(ctx, "ended", "failed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trunk.event(ctx, "CALL_CLOSED"); err != nil {
+		t.Fatal(err)
+	}
+	webrtcCheckCall(t, g, final, core.RoleCaller)
+	mediaCheckRecording(t, trunk, webrtcBrowserHz, 3*time.Second, false)
+	if ipv6 {
+		mediaAnchored(t, trunk, "127.0.0.1")
+		c := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)[0]
+		if r := c.Legs[0].Remote.Addr(); !r.Is6() || !r.IsLoopback() {
+			t.Errorf("browser leg from %v, want ::1", c.Legs[0].Remote)
+		}
+	}
+	// The journal shows the browser's transactions over WSS.
+	invites := g.txs(t, journal.TxFilter{Method: "INVITE", Action: "allow"})
+	wss := 0
+	for _, tx := range invites {
+		if tx.Transport == "wss" && tx.Encrypted {
+			wss++
+		}
+	}
+	if wss == 0 {
+		t.Errorf("no INVITE over WSS in the journal: %+v", invites)
+	}
+}
+
+// TestWebRTCTrunkCallsBrowser: the trunk calls the registered browser
+// user by name; the page answers; RTP flows both ways.
+func TestWebRTCTrunkCallsBrowser(t *testing.T) {
+	h.RequirePeer(t, "baresip")
+	h.RequirePeer(t, "chromium")
+	trunk := webrtcTrunk(t)
+	g := startWebRTCGW(t, trunk.SIPAddr, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	b := startWebRTCBrowser(t, g, url.Values{
+		"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword},
+		"auto": {"1"}, "answer": {"1"}, "hangup_after": {"5000"},
+	})
+	if _, err := b.wait(ctx, "registered", "registrationFailed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := trunk.Dial(ctx, fmt.Sprintf("sip:%s@%s;transport=udp", webrtcUser, g.udp)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.wait(ctx, "confirmed", "failed", "ended"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trunk.event(ctx, "CALL_ESTABLISHED"); err != nil {
+		t.Fatal(err)
+	}
+	final, err := b.wait(ctx, "final", "failed", "ended")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trunk.event(ctx, "CALL_CLOSED"); err != nil {
+		t.Fatal(err)
+	}
+	webrtcCheckCall(t, g, final, core.RoleCallee)
+	mediaCheckRecording(t, trunk, webrtcBrowserHz, 3*time.Second, false)
+}
