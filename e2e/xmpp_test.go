@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -528,4 +530,101 @@ func TestXMPPProxyBruteForce(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// scenarioUASMessage answers one SIP MESSAGE with 200.
+const scenarioUASMessage = `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="UAS MESSAGE">
+  <recv request="MESSAGE" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+`
+
+// TestXMPPComponentToSIP: ucgate joins a real Prosody as the external
+// component sip.example.test; a Prosody user's <message/> to
+// x@sip.example.test crosses the core bridge to the SIP adapter and
+// reaches a SIP peer (sipp) as a SIP MESSAGE; an unknown domain on the
+// component comes back as a stanza error. The component side of the
+// journal names both identities.
+func TestXMPPComponentToSIP(t *testing.T) {
+	pr := h.StartProsody(t, h.ProsodyConfig{Users: xmppUsers, Component: "sip.example.test", ComponentSecret: "component-secret"})
+	uas := h.StartSipp(t, h.SippConfig{ScenarioXML: scenarioUASMessage, TraceMsg: true, Timeout: 60 * time.Second})
+	sipAddr := h.HostPort("127.0.0.1", h.FreePort(t, "udp"))
+	yaml := fmt.Sprintf(`admin:
+  listen: ""
+sip:
+  listeners:
+    - {zone: internet, transport: udp, listen: "%s"}
+  upstreams:
+    - {name: trunk, address: "%s", transport: udp, zone: trunk}
+  routes:
+    - {default: true, upstreams: [trunk]}
+  bridge: {domain: sip.example.test}
+xmpp:
+  component:
+    enabled: true
+    server: "%s"
+    domain: sip.example.test
+    secret: component-secret
+    peer_domains: [example.test]
+%s`, sipAddr, uas.Addr(), pr.ComponentAddr, trustLoopback)
+	g := h.StartGateway(t, h.GatewayConfig{YAML: yaml, UDP: []string{sipAddr}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := g.Proc.WaitLog(ctx, regexp.MustCompile(`component connected`)); err != nil {
+		t.Fatalf("component not connected: %v", err)
+	}
+	alice := directLogin(ctx, t, pr, "alice")
+	defer alice.close()
+	body := "hello x over the bridge"
+	if err := alice.s.Encode(ctx, xmsg{Message: stanza.Message{To: jid.MustParse("x@sip.example.test"), Type: stanza.ChatMessage, ID: "c1"}, Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	res := uas.Wait(ctx)
+	if !res.OK() {
+		t.Fatalf("sipp UAS: %v", res)
+	}
+	log, err := os.ReadFile(filepath.Join(uas.Dir(), "messages.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "MESSAGE sip:x@") || !strings.Contains(string(log), body) {
+		t.Fatalf("the SIP peer did not get the message:\n%s", log)
+	}
+	xg := &xgw{Gateway: g}
+	xtxs(t, xg, journal.TxFilter{Method: "message", CallID: "c1"}, func(txs []core.Transaction) bool {
+		for _, tx := range txs {
+			if tx.Protocol == "xmpp" && strings.HasPrefix(tx.From, "xmpp:alice@example.test") && strings.HasSuffix(tx.To, ":x@sip.example.test") && tx.Action == "allow" {
+				return true
+			}
+		}
+		return false
+	})
+	// A message to the component's domain itself has no user: refused.
+	if err := alice.s.Encode(ctx, xmsg{Message: stanza.Message{To: jid.MustParse("sip.example.test"), Type: stanza.ChatMessage, ID: "c2"}, Body: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	alice.wait(t, "stanza error", func(x xin) bool { return x.name == "message" && x.typ == "error" })
+}
+
+// directLogin logs user in to Prosody itself (no gateway), with STARTTLS.
+func directLogin(ctx context.Context, t *testing.T, pr *h.Prosody, user string) *xclient {
+	t.Helper()
+	g := &xgw{cert: pr.Cert}
+	c, err := xlogin(ctx, g, pr.C2S, "127.0.0.1", user, false)
+	if err != nil {
+		t.Fatalf("%s to prosody: %v", user, err)
+	}
+	return c
 }
