@@ -425,6 +425,57 @@ fi
   fi
 } | tee -a "$OUT/figures.txt"
 
+# ------------------------------------------- 2e. video transcoding
+# The transcoder (package transcode: libvpx, openh264, libyuv; RTP in and
+# out, codecs single-threaded) in frames per CPU-second (one core) and the
+# time each frame spends in it, beside the ffmpeg command transcoding the
+# same 60-frame testsrc clips (looped 5 times) on one thread. VP8 output:
+# ffmpeg with the same libvpx real-time settings; H.264 output: Debian's
+# ffmpeg has no openh264 encoder, so libx264 -preset veryfast -tune
+# zerolatency, constrained baseline.
+TC_DIR="$OUT/transcode-clips"; mkdir -p "$TC_DIR"
+TC_COUNT=3; TC_N=600; (( QUICK )) && { TC_COUNT=1; TC_N=120; }
+log "video transcoding: BenchmarkTranscode"
+TRANSCODE_CLIP_DIR="$TC_DIR" timeout -k 10 600 go test -run '^$' -bench '^BenchmarkTranscode$' -benchtime "${TC_N}x" \
+  -count "$TC_COUNT" ./transcode/ >"$OUT/transcode.txt" 2>&1 || log "transcode benchmark failed (see $OUT/transcode.txt)"
+tc_med() { # median of metric $2 of sub-benchmark $1
+  awk -v m="$1" -v k="$2" '$1 ~ "Transcode/" m "-[0-9]+$" { for (i = 2; i < NF; i++) if ($(i + 1) == k) print $i }' "$OUT/transcode.txt" \
+    | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
+}
+tc_ffmpeg() { # frames per CPU-second of one ffmpeg run: $1 input, rest: encoder options
+  local in=$1; shift
+  [[ -f $in ]] || return 0
+  if [[ $in == *.h264 ]]; then # a raw stream does not loop: the same bits in Matroska
+    ffmpeg -hide_banner -loglevel error -y -f h264 -r 30 -i "$in" -c copy "${in%.h264}.mkv" || return 0
+    in=${in%.h264}.mkv
+  fi
+  timeout -k 5 300 ffmpeg -hide_banner -benchmark -threads 1 -stream_loop 4 -i "$in" "$@" -threads 1 -f null - 2>&1 \
+    | tr '\r' '\n' | awk '
+        /frame= *[0-9]+/ { match($0, /frame= *[0-9]+/); f = substr($0, RSTART + 6, RLENGTH - 6) + 0 }
+        /^bench: utime=/ { match($0, /utime=[0-9.]+/); u = substr($0, RSTART + 6, RLENGTH - 6); match($0, /stime=[0-9.]+/); s = substr($0, RSTART + 6, RLENGTH - 6) }
+        END { if (f > 0 && u + s > 0) printf "%.1f", f / (u + s) }'
+}
+{
+  echo
+  echo "== video transcoding: frames per CPU-second (one core) and added latency, 60-frame testsrc clip"
+  printf '  %-22s %12s %12s %9s %9s %8s\n' "direction/size" "ucgate f/cpu-s" "ffmpeg f/cpu-s" "ratio" "p50 ms" "p99 ms"
+  for d in vp8-h264 h264-vp8; do
+    for sz in 640x480 1280x720; do
+      ours=$(tc_med "$d/$sz" frames/cpu-s)
+      if [[ $d == vp8-h264 ]]; then
+        br=1M; [[ $sz == 1280x720 ]] && br=2500k
+        ff=$(tc_ffmpeg "$TC_DIR/vp8-$sz-60-60.ivf" -c:v libx264 -profile:v baseline -preset veryfast -tune zerolatency -b:v "$br")
+      else
+        br=1M; [[ $sz == 1280x720 ]] && br=2500k
+        ff=$(tc_ffmpeg "$TC_DIR/h264-$sz-60-60.h264" -c:v libvpx -deadline realtime -cpu-used 6 -lag-in-frames 0 -b:v "$br")
+      fi
+      ratio=-
+      [[ -n $ours && -n $ff ]] && ratio=$(awk -v a="$ours" -v b="$ff" 'BEGIN {printf "%.2f", a / b}')
+      printf '  %-22s %12s %12s %9s %9s %8s\n' "$d $sz" "${ours:--}" "${ff:--}" "$ratio" "$(tc_med "$d/$sz" p50-ms)" "$(tc_med "$d/$sz" p99-ms)"
+    done
+  done
+} | tee -a "$OUT/figures.txt"
+
 # ------------------------------------------------------ 3. Go benchmarks
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
 # "go test -bench" output (when benchstat cannot be run).

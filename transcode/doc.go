@@ -17,7 +17,7 @@
 //
 //   - libvpx (libvpx-dev) decodes and encodes VP8. It is the reference VP8
 //     implementation and what Chromium and Firefox send and receive VP8 with;
-//     its real-time mode (cpu-used -6, CBR, no lag) is the one WebRTC uses.
+//     its real-time mode (CBR, no lag, error resilient) is the one WebRTC uses.
 //   - openh264 (libopenh264-dev) decodes and encodes H.264. Its encoder
 //     produces exactly constrained baseline (CAVLC, one reference frame, no B
 //     frames), it was written for real-time communication, it is BSD-licensed
