@@ -23,6 +23,12 @@ import (
 
 const inSSRC = 0x51a7e5
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	tt.RemoveClips()
+	os.Exit(code)
+}
+
 // buildPlugin builds this command into a temporary directory.
 func buildPlugin(t *testing.T) string {
 	t.Helper()
@@ -346,5 +352,31 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if err := run(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "the gateway starts it") {
 		t.Errorf("run by hand: %v", err)
+	}
+}
+
+// TestREADMEConfig: the transcode.yaml example in the README loads and is
+// the defaults, as it says.
+func TestREADMEConfig(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "`transcode.yaml` (every key optional")
+	if !ok {
+		t.Fatal("README has no transcode.yaml example")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	block, _, _ := strings.Cut(rest, "```")
+	p := filepath.Join(t.TempDir(), "transcode.yaml")
+	if err := os.WriteFile(p, []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def, _ := loadConfig(""); cfg != def {
+		t.Errorf("README example %+v, defaults %+v", cfg, def)
 	}
 }

@@ -23,6 +23,18 @@ import (
 	"github.com/ucgate/ucgate/e2e/harness"
 )
 
+// RemoveClips removes the clips made in a temporary directory (not those
+// in TRANSCODE_CLIP_DIR); TestMain calls it after the tests.
+func RemoveClips() {
+	clipMu.Lock()
+	defer clipMu.Unlock()
+	if clipDir != "" {
+		os.RemoveAll(clipDir)
+		clipDir = ""
+		clipCache = map[string]*Clip{}
+	}
+}
+
 // isVP8 reports whether codec names VP8 (else it is H.264).
 func isVP8(codec string) bool { return strings.EqualFold(codec, "vp8") }
 
