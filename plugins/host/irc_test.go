@@ -68,11 +68,13 @@ func TestPythonIRCPlugin(t *testing.T) {
 	r := bufio.NewReader(conn)
 	expect := func(want string) string {
 		t.Helper()
+		var seen []string
 		for {
 			line, err := r.ReadString('\n')
 			if err != nil {
-				t.Fatalf("waiting for %q: %v", want, err)
+				t.Fatalf("waiting for %q: %v (got %q)", want, err, seen)
 			}
+			seen = append(seen, line)
 			if strings.Contains(line, want) {
 				return line
 			}
