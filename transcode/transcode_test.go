@@ -392,3 +392,28 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("VP8 to VP8 accepted")
 	}
 }
+
+// TestJoinMidStream: a stream that starts with delta frames (the sender's
+// keyframe was before we joined) gets a keyframe request and sends nothing
+// until the keyframe; then everything.
+func TestJoinMidStream(t *testing.T) {
+	cl := makeClip(t, H264, 320, 240, 30, 15) // keyframes at 0 and 15
+	pkts := packetize(cl, inPT)
+	start, frame := 0, 0
+	for i, p := range pkts {
+		if frame == 5 {
+			start = i
+			break
+		}
+		if p[1]&0x80 != 0 {
+			frame++
+		}
+	}
+	r := newRun(t, Config{}, H264, VP8)
+	r.write(t, pkts[start:])
+	got := depacketize(t, VP8, r.out)
+	s := r.t.Stats()
+	if r.keyReqs == 0 || len(got.Frames) != 15 || !got.Keys[0] || s.DecodeErrors != 0 {
+		t.Fatalf("%d keyframe requests, %d frames out (want 15 from the keyframe on); stats %+v", r.keyReqs, len(got.Frames), s)
+	}
+}
