@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,15 +58,19 @@ const (
 // startWebRTCGW starts the gateway with its default route to the trunk at
 // trunkAddr (baresip, which is also an upstream source and so may call the
 // browser user by name) and the builtin echo as registrar. The browser
-// user needs its password; extra is appended to the listeners' lines
-// (origins).
-func startWebRTCGW(t *testing.T, trunkAddr, listenerExtra string) *webrtcGW {
+// user needs its password. The WSS listeners allow the given origins,
+// by default only the gateway's own page.
+func startWebRTCGW(t *testing.T, trunkAddr string, origins ...string) *webrtcGW {
 	t.Helper()
 	g := &webrtcGW{cert: h.NewTestCert(t)}
 	g.udp = h.HostPort("127.0.0.1", h.FreeUDPPort(t))
 	g.wss4 = h.HostPort("127.0.0.1", h.FreeTCPPort(t))
 	g.wss6 = h.HostPort("::1", h.FreePort(t, "tcp6"))
 	g.admin = h.HostPort("127.0.0.1", h.FreeTCPPort(t))
+	if len(origins) == 0 {
+		origins = []string{"http://" + g.admin} // the page the gateway serves
+	}
+	listenerExtra := fmt.Sprintf(", origins: [%q]", strings.Join(origins, `", "`))
 	yaml := fmt.Sprintf(`admin:
   listen: "%s"
 sip:
@@ -317,7 +322,7 @@ func webrtcBrowserCallsTrunk(t *testing.T, ipv6 bool) {
 	h.RequirePeer(t, "baresip")
 	h.RequirePeer(t, "chromium")
 	trunk := webrtcTrunk(t)
-	g := startWebRTCGW(t, trunk.SIPAddr, "")
+	g := startWebRTCGW(t, trunk.SIPAddr)
 	server := "wss://" + g.wss4
 	if ipv6 {
 		server = "wss://" + g.wss6
@@ -375,7 +380,7 @@ func TestWebRTCTrunkCallsBrowser(t *testing.T) {
 	h.RequirePeer(t, "baresip")
 	h.RequirePeer(t, "chromium")
 	trunk := webrtcTrunk(t)
-	g := startWebRTCGW(t, trunk.SIPAddr, "")
+	g := startWebRTCGW(t, trunk.SIPAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	b := startWebRTCBrowser(t, g, url.Values{
@@ -403,4 +408,103 @@ func TestWebRTCTrunkCallsBrowser(t *testing.T) {
 	}
 	webrtcCheckCall(t, g, final, core.RoleCallee)
 	mediaCheckRecording(t, trunk, webrtcBrowserHz, 3*time.Second, false)
+}
+
+// TestWebRTCRefusals: a page from an origin the WSS listener does not
+// allow cannot connect, a wrong password does not register, and a browser
+// whose SDP announces a DTLS fingerprint that is not its certificate's is
+// cut off at the handshake; each is journaled with its rule.
+func TestWebRTCRefusals(t *testing.T) {
+	h.RequirePeer(t, "baresip")
+	h.RequirePeer(t, "chromium")
+	t.Run("origin", func(t *testing.T) {
+		g := startWebRTCGW(t, "127.0.0.1:9", "https://phone.example.com")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b := startWebRTCBrowser(t, g, url.Values{
+			"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword}, "auto": {"1"},
+		})
+		if _, err := b.wait(ctx, "disconnected", "registered", "connected"); err != nil {
+			t.Fatal(err)
+		}
+		var got []core.Transaction
+		waitUntil(ctx, 10*time.Second, func() bool {
+			got = g.txs(t, journal.TxFilter{Rule: "sip/origin"})
+			return len(got) > 0
+		})
+		if len(got) == 0 || got[0].Transport != "wss" || got[0].Action != "refuse" {
+			t.Fatalf("journal of sip/origin: %+v", got)
+		}
+	})
+	t.Run("password", func(t *testing.T) {
+		g := startWebRTCGW(t, "127.0.0.1:9")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b := startWebRTCBrowser(t, g, url.Values{
+			"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {"not-the-password"}, "auto": {"1"},
+		})
+		ev, err := b.wait(ctx, "registrationFailed", "registered")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Code != 403 {
+			t.Errorf("registration failed with %d (%s), want 403", ev.Code, ev.Cause)
+		}
+		var got []core.Transaction
+		waitUntil(ctx, 10*time.Second, func() bool {
+			got = g.txs(t, journal.TxFilter{Method: "REGISTER", Action: "refuse"})
+			return len(got) > 0
+		})
+		if len(got) == 0 || got[0].Transport != "wss" || !strings.HasPrefix(got[0].Rule, "auth/") {
+			t.Fatalf("journal of the refused REGISTER: %+v", got)
+		}
+	})
+	t.Run("fingerprint", func(t *testing.T) {
+		trunk := webrtcTrunk(t)
+		g := startWebRTCGW(t, trunk.SIPAddr)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		b := startWebRTCBrowser(t, g, url.Values{
+			"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword},
+			"target": {"sip:callee@127.0.0.1"}, "auto": {"1"}, "hangup_after": {"8000"}, "tamper_fingerprint": {"1"},
+		})
+		if _, err := b.wait(ctx, "ended", "final"); err != nil {
+			t.Fatal(err)
+		}
+		cdrs := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)
+		if len(cdrs) != 1 || cdrs[0].EndReason != "webrtc/fingerprint" || cdrs[0].EndedBy != core.RoleGateway {
+			t.Fatalf("CDRs %+v, want one ended by the gateway for webrtc/fingerprint", cdrs)
+		}
+		if m, ok := mediaFrom(cdrs[0], core.RoleCaller); ok && m.Packets > 0 {
+			t.Errorf("%d packets relayed from the browser whose handshake was refused", m.Packets)
+		}
+		var ev []core.SecurityEvent
+		waitUntil(ctx, 10*time.Second, func() bool {
+			ev = g.security(t, "webrtc/fingerprint")
+			return len(ev) > 0
+		})
+		if len(ev) == 0 || ev[0].Session != cdrs[0].Session {
+			t.Fatalf("security events %+v", ev)
+		}
+		if trunk.recorded() > 0 {
+			webrtcHeardNothing(t, trunk)
+		}
+	})
+}
+
+// webrtcHeardNothing fails if the trunk heard the browser's tone
+// from a browser the gateway refused.
+func webrtcHeardNothing(t *testing.T, u *mediaUA) {
+	t.Helper()
+	b, err := os.ReadFile(u.recording())
+	if err != nil {
+		return
+	}
+	w, err := mediaParseWAV(b)
+	if err != nil {
+		return
+	}
+	if r := mediaAnalyse(w, webrtcBrowserHz); r.tone > 0.05 {
+		t.Errorf("the trunk heard the refused browser: %s", r)
+	}
 }

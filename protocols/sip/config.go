@@ -80,6 +80,11 @@ type Listener struct {
 	// Advertise is the host:port written into Via, Contact and SDP origin
 	// instead of the listen address (a public address in front of NAT).
 	Advertise string `yaml:"advertise"`
+	// Origins are the web origins ("https://phone.example.com") whose
+	// pages may open a WebSocket to a ws or wss listener; a browser's
+	// handshake with another Origin is refused (403, rule sip/origin).
+	// Empty: any origin.
+	Origins []string `yaml:"origins"`
 }
 
 // Upstream is a trunk, a PBX or a registrar.
@@ -169,6 +174,14 @@ func (c Config) Validate() error {
 		if l.Advertise != "" {
 			if _, _, err := net.SplitHostPort(l.Advertise); err != nil {
 				bad(p+".advertise", "must be host:port, got %q", l.Advertise)
+			}
+		}
+		if len(l.Origins) > 0 && l.Transport != "ws" && l.Transport != "wss" {
+			bad(p+".origins", "only applies to ws and wss listeners")
+		}
+		for j, o := range l.Origins {
+			if !validOrigin(o) {
+				bad(fmt.Sprintf("%s.origins[%d]", p, j), "must be scheme://host[:port] such as https://phone.example.com, got %q", o)
 			}
 		}
 	}

@@ -88,6 +88,14 @@ function watch(s) {
     });
   };
   if (s.connection) attach(); else s.on('peerconnection', attach);
+  // tamper_fingerprint=1 (tests only) announces a DTLS fingerprint that is
+  // not the browser's: the gateway must refuse the handshake.
+  s.on('sdp', (e) => {
+    if (params.get('tamper_fingerprint') === '1' && e.originator === 'local') {
+      const fake = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, '0').toUpperCase()).join(':');
+      e.sdp = e.sdp.replace(/a=fingerprint:sha-256 [0-9A-Fa-f:]+/g, 'a=fingerprint:sha-256 ' + fake);
+    }
+  });
   s.on('progress', () => setState('ringing', 'progress'));
   s.on('accepted', () => setState('answered', 'accepted'));
   s.on('confirmed', () => {
