@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"encoding/base64"
 	"encoding/xml"
 	"fmt"
@@ -206,6 +207,27 @@ func TestXMPPProxyChat(t *testing.T) {
 		if tx.Protocol != "xmpp" || !tx.Encrypted || !strings.Contains(tx.Detail, "TLS 1.") || !strings.Contains(tx.Detail, "mechanism=SCRAM-SHA-1") {
 			t.Errorf("login record %+v", tx)
 		}
+	}
+	// The capture policy kept the message, with its body.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var from, to, body string
+		db, err := sql.Open("sqlite", filepath.Join(g.DataDir, "journal.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.QueryRow("SELECT from_party, to_party, body FROM messages WHERE body = ?", "hello bob 1").Scan(&from, &to, &body)
+		db.Close()
+		if err == nil {
+			if from != "alice@example.test" || to != "bob@example.test" {
+				t.Errorf("captured from %q to %q", from, to)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message not captured: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

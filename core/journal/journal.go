@@ -51,6 +51,8 @@ type batch struct {
 	txs  []*core.Transaction
 	secs []*core.SecurityEvent
 	cdrs []*core.CDR
+	// msgs are captured instant messages; only the SQLite sink keeps them.
+	msgs []*core.CapturedMessage
 }
 
 // sink is one place records go. The journal calls it from its one writer
@@ -77,11 +79,13 @@ type Journal struct {
 	tx      chan *core.Transaction
 	sec     chan *core.SecurityEvent
 	cdr     chan cdrRequest
+	msg     chan *core.CapturedMessage
 	done    chan struct{} // closed when the writer has written everything
 	pool    sync.Pool     // of *core.Transaction
 	secPool sync.Pool     // of *core.SecurityEvent
 	late    atomic.Uint64 // transactions refused after Close
 	secDrop dropCounter   // security events Alert could not queue
+	msgDrop dropCounter   // captured messages Message could not queue
 }
 
 type cdrRequest struct {
@@ -90,8 +94,9 @@ type cdrRequest struct {
 }
 
 var (
-	_ core.Journal = (*Journal)(nil)
-	_ core.Alerter = (*Journal)(nil)
+	_ core.Journal        = (*Journal)(nil)
+	_ core.Alerter        = (*Journal)(nil)
+	_ core.MessageJournal = (*Journal)(nil)
 )
 
 // Open opens the sinks cfg enables (relative paths are taken from dataDir)
@@ -102,6 +107,7 @@ func Open(cfg Config, dataDir string, log *slog.Logger) (*Journal, error) {
 	}
 	j := &Journal{log: log}
 	j.secDrop.log = log
+	j.msgDrop.log, j.msgDrop.what = log, "captured messages"
 	fail := func(err error) (*Journal, error) {
 		return nil, errors.Join(err, j.closeSinks())
 	}
@@ -134,6 +140,7 @@ func Open(cfg Config, dataDir string, log *slog.Logger) (*Journal, error) {
 	j.tx = make(chan *core.Transaction, cfg.Queue)
 	j.sec = make(chan *core.SecurityEvent, secQueue)
 	j.cdr = make(chan cdrRequest, maxBatch)
+	j.msg = make(chan *core.CapturedMessage, secQueue)
 	j.done = make(chan struct{})
 	go j.write()
 	return j, nil
@@ -196,6 +203,32 @@ func (j *Journal) Alert(e *core.SecurityEvent) {
 	}
 }
 
+// Message implements core.MessageJournal: it queues a copy of m for the
+// SQLite sink (the messages table), written with the next batch. Like
+// Alert it never waits: when the queue is full or the journal is closing
+// the message is dropped, counted, and the count logged at most once a
+// minute.
+func (j *Journal) Message(m *core.CapturedMessage) {
+	if !j.mu.TryRLock() {
+		j.msgDrop.add(time.Now())
+		return
+	}
+	defer j.mu.RUnlock()
+	if j.closed || j.msg == nil {
+		j.msgDrop.add(time.Now())
+		return
+	}
+	cp := *m
+	if cp.Time.IsZero() {
+		cp.Time = time.Now()
+	}
+	select {
+	case j.msg <- &cp:
+	default:
+		j.msgDrop.add(time.Now())
+	}
+}
+
 // CDR writes a copy of c and returns once the durable sinks have committed
 // it, together with the CDRs of concurrent callers. If ctx ends first, CDR
 // returns its error; the record may still be written.
@@ -239,12 +272,14 @@ func (j *Journal) Close() error {
 		close(j.tx)
 		close(j.sec)
 		close(j.cdr)
+		close(j.msg)
 	}
 	j.mu.Unlock()
 	if j.done != nil {
 		<-j.done
 	}
 	j.secDrop.flush()
+	j.msgDrop.flush()
 	return j.closeSinks()
 }
 
@@ -288,6 +323,7 @@ func (j *Journal) write() {
 		}
 	)
 	timer.Stop()
+	msgq := j.msg // nil once closed and drained
 	takeTx := func(t *core.Transaction, ok bool) bool {
 		if !ok {
 			txq = nil
@@ -310,6 +346,17 @@ func (j *Journal) write() {
 		b.secs = append(b.secs, e)
 		return true
 	}
+	takeMsg := func(m *core.CapturedMessage, ok bool) bool {
+		if !ok {
+			msgq = nil
+			return false
+		}
+		if len(b.txs) == 0 && len(b.secs) == 0 && len(b.msgs) == 0 {
+			oldest = time.Now()
+		}
+		b.msgs = append(b.msgs, m)
+		return true
+	}
 	takeCDR := func(r cdrRequest, ok bool) bool {
 		if !ok {
 			cdrq = nil
@@ -318,7 +365,7 @@ func (j *Journal) write() {
 		reqs = append(reqs, r)
 		return true
 	}
-	for txq != nil || secq != nil || cdrq != nil || len(b.txs) > 0 || len(b.secs) > 0 {
+	for txq != nil || secq != nil || cdrq != nil || msgq != nil || len(b.txs) > 0 || len(b.secs) > 0 || len(b.msgs) > 0 {
 		var due <-chan time.Time
 		if waiting {
 			due = timer.C
@@ -330,6 +377,8 @@ func (j *Journal) write() {
 			takeSec(e, ok)
 		case r, ok := <-cdrq:
 			takeCDR(r, ok)
+		case m, ok := <-msgq:
+			takeMsg(m, ok)
 		case <-due:
 			waiting = false
 		}
@@ -353,6 +402,15 @@ func (j *Journal) write() {
 					break secs
 				}
 			}
+		msgs:
+			for msgq != nil && len(b.msgs) < maxBatch {
+				select {
+				case m, ok := <-msgq:
+					more = takeMsg(m, ok) || more
+				default:
+					break msgs
+				}
+			}
 		cdrs:
 			for cdrq != nil && len(reqs) < maxBatch {
 				select {
@@ -363,13 +421,13 @@ func (j *Journal) write() {
 				}
 			}
 		}
-		if len(b.txs) == 0 && len(b.secs) == 0 && len(reqs) == 0 {
+		if len(b.txs) == 0 && len(b.secs) == 0 && len(b.msgs) == 0 && len(reqs) == 0 {
 			continue
 		}
 		// A full batch, or any batch once the journal closes, is written
 		// at once; else when it is due.
-		accepting := txq != nil && secq != nil && cdrq != nil
-		if accepting && len(b.txs) < maxBatch && len(b.secs) < maxBatch && len(reqs) < maxBatch {
+		accepting := txq != nil && secq != nil && cdrq != nil && msgq != nil
+		if accepting && len(b.txs) < maxBatch && len(b.secs) < maxBatch && len(b.msgs) < maxBatch && len(reqs) < maxBatch {
 			due := oldest.Add(txDelay)
 			if len(reqs) >= groupCDRs {
 				due = time.Time{}
@@ -407,6 +465,8 @@ func (j *Journal) write() {
 			b.secs[i] = nil
 		}
 		b.secs = b.secs[:0]
+		clear(b.msgs)
+		b.msgs = b.msgs[:0]
 		clear(reqs)
 		reqs = reqs[:0]
 		clear(cdrs)
@@ -460,6 +520,7 @@ type dropCounter struct {
 	total    atomic.Uint64
 	reported atomic.Uint64 // of total, already logged
 	last     atomic.Int64  // Unix nanoseconds of the last line
+	what     string        // what is dropped; "" means security events
 }
 
 // dropReport is the least time between two lines of a dropCounter.
@@ -486,7 +547,11 @@ func (d *dropCounter) report(total uint64) {
 		}
 		if d.reported.CompareAndSwap(prev, total) {
 			if d.log != nil {
-				d.log.Warn("journal queue full or closed: security events dropped", "records", total-prev, "total", total)
+				what := d.what
+				if what == "" {
+					what = "security events"
+				}
+				d.log.Warn("journal queue full or closed: "+what+" dropped", "records", total-prev, "total", total)
 			}
 			return
 		}

@@ -36,6 +36,7 @@ var pruneTables = [...]struct{ table, column string }{
 	{"transactions", "time"},
 	{"security", "time"},
 	{"cdrs", "end_time"},
+	{"messages", "time"},
 }
 
 // pruner deletes old rows from the journal database.

@@ -25,7 +25,7 @@ import (
 var ErrSchema = errors.New("journal: database schema is newer than this ucgate")
 
 // schemaVersion is stored in PRAGMA user_version.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // Times are stored as fixed-width UTC text, so that they sort as text,
 // read well in the sqlite3 shell and work with SQLite's date functions.
@@ -109,11 +109,29 @@ CREATE TABLE IF NOT EXISTS security (
 );
 CREATE INDEX IF NOT EXISTS security_time ON security(time);
 CREATE INDEX IF NOT EXISTS security_src ON security(src);
+
+CREATE TABLE IF NOT EXISTS messages (
+	id         INTEGER PRIMARY KEY,
+	time       TEXT    NOT NULL,
+	protocol   TEXT    NOT NULL,
+	src        TEXT    NOT NULL,
+	encrypted  INTEGER NOT NULL,
+	from_party TEXT    NOT NULL,
+	to_party   TEXT    NOT NULL,
+	message_id TEXT    NOT NULL,
+	type       TEXT    NOT NULL,
+	size       INTEGER NOT NULL,
+	body       TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_time ON messages(time);
 `
 
 // Upgrades. schema creates what a database lacks, so that an upgrade need
 // only drop what an older version had and this one does not want; each
 // runs in the transaction that runs schema after it.
+//
+// Version 4 to 5 has nothing to drop either: schema adds the messages
+// table (captured instant messages) with its time index.
 //
 // Version 2 to 3 has nothing to drop: schema adds the security table with
 // its indexes, and cdrs_end_time, which version 2 had dropped and the
@@ -146,6 +164,7 @@ const (
 	from_party, to_party, call_id, peer_call_id, session, status, action, rule,
 	reason, detail, elapsed_ms`
 	secColumns = `time, rule, action, src, zone, user, session, protocol, detail`
+	msgColumns = `time, protocol, src, encrypted, from_party, to_party, message_id, type, size, body`
 	cdrColumns = `session, kind, from_party, to_party, start_time, answer_time,
 	end_time, duration_ms, status, end_reason, ended_by, caller_transport,
 	caller_encrypted, caller_media_encrypted, caller_call_id, callee_transport,
@@ -175,6 +194,7 @@ type sqliteSink struct {
 
 	begin, commit, rollback *sql.Stmt
 	txIns, secIns, cdrIns   inserter
+	msgIns                  inserter
 
 	legs   bytes.Buffer  // a CDR's legs as JSON
 	enc    *json.Encoder // writes to legs
@@ -291,6 +311,9 @@ func openSQLite(path, synchronous string, retention time.Duration, log *slog.Log
 	if err := s.cdrIns.prepare(s.conn, "cdrs", cdrColumns); err != nil {
 		return s, err
 	}
+	if err := s.msgIns.prepare(s.conn, "messages", msgColumns); err != nil {
+		return s, err
+	}
 	if s.ckpt, err = startCheckpointer(path, synchronous, &s.mu, log); err != nil {
 		return s, fmt.Errorf("open journal %s: %w", path, err)
 	}
@@ -357,14 +380,14 @@ func (s *sqliteSink) write(b *batch) (txErr, secErr, cdrErr error) {
 		return nil, nil, nil
 	}
 	kinds := 0
-	for _, n := range []int{len(b.txs), len(b.secs), len(b.cdrs)} {
+	for _, n := range []int{len(b.txs) + len(b.msgs), len(b.secs), len(b.cdrs)} {
 		if n > 0 {
 			kinds++
 		}
 	}
 	if kinds > 1 {
-		if len(b.txs) > 0 {
-			txErr = s.commitBatch(&batch{txs: b.txs})
+		if len(b.txs) > 0 || len(b.msgs) > 0 {
+			txErr = s.commitBatch(&batch{txs: b.txs, msgs: b.msgs})
 		}
 		if len(b.secs) > 0 {
 			secErr = s.commitBatch(&batch{secs: b.secs})
@@ -375,7 +398,7 @@ func (s *sqliteSink) write(b *batch) (txErr, secErr, cdrErr error) {
 		return txErr, secErr, cdrErr
 	}
 	switch {
-	case len(b.txs) > 0:
+	case len(b.txs) > 0 || len(b.msgs) > 0:
 		txErr = err
 	case len(b.secs) > 0:
 		secErr = err
@@ -397,6 +420,9 @@ func (s *sqliteSink) commitBatch(b *batch) error {
 		err = insertRows(&s.cdrIns, b.cdrs, s.cdrArgs)
 	}
 	if err == nil {
+		err = insertRows(&s.msgIns, b.msgs, msgArgs)
+	}
+	if err == nil {
 		if _, err = s.commit.Exec(); err == nil {
 			return nil
 		}
@@ -416,6 +442,11 @@ func txArgs(args []any, t *core.Transaction) ([]any, error) {
 func secArgs(args []any, e *core.SecurityEvent) ([]any, error) {
 	return append(args, formatTime(e.Time), e.Rule, e.Action, e.Src, e.Zone, e.User,
 		string(e.Session), e.Protocol, e.Detail), nil
+}
+
+func msgArgs(args []any, m *core.CapturedMessage) ([]any, error) {
+	return append(args, formatTime(m.Time), m.Protocol, m.Src, m.Encrypted, m.From, m.To, m.ID, m.Type,
+		int64(m.Size), m.Body), nil
 }
 
 func (s *sqliteSink) cdrArgs(args []any, c *core.CDR) ([]any, error) {
@@ -458,7 +489,7 @@ func (s *sqliteSink) close() error {
 	if s.ckpt != nil {
 		errs = append(errs, s.ckpt.close())
 	}
-	for _, st := range slices.Concat([]*sql.Stmt{s.begin, s.commit, s.rollback}, s.txIns.stmts, s.secIns.stmts, s.cdrIns.stmts) {
+	for _, st := range slices.Concat([]*sql.Stmt{s.begin, s.commit, s.rollback}, s.txIns.stmts, s.secIns.stmts, s.cdrIns.stmts, s.msgIns.stmts) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -47,7 +47,7 @@ func TestInsertBoundaries(t *testing.T) {
 				cdrs = append(cdrs, c)
 			}
 			// Every kind in one transaction, then each alone.
-			for _, b := range []batch{{txs, secs, cdrs}, {txs: txs}, {secs: secs}, {cdrs: cdrs}} {
+			for _, b := range []batch{{txs: txs, secs: secs, cdrs: cdrs}, {txs: txs}, {secs: secs}, {cdrs: cdrs}} {
 				if txErr, secErr, cdrErr := s.write(&b); txErr != nil || secErr != nil || cdrErr != nil {
 					t.Fatal(txErr, secErr, cdrErr)
 				}
@@ -345,6 +345,7 @@ func TestUpgrade(t *testing.T) {
 				"CREATE INDEX cdrs_end_time ON cdrs(end_time)",
 				"CREATE INDEX cdrs_session ON cdrs(session)",
 				"CREATE INDEX cdrs_start_time ON cdrs(start_time)",
+				"CREATE INDEX messages_time ON messages(time)",
 				"CREATE INDEX security_src ON security(src)",
 				"CREATE INDEX security_time ON security(time)",
 				"CREATE INDEX transactions_call_id ON transactions(call_id) WHERE call_id <> ''",
