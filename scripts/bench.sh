@@ -476,6 +476,65 @@ tc_ffmpeg() { # frames per CPU-second of one ffmpeg run: $1 input, rest: encoder
   done
 } | tee -a "$OUT/figures.txt"
 
+# ------------------------------------------- 2f. XMPP proxy
+# Chat messages per second from one client to another through a Prosody
+# started by the benchmark: straight to Prosody's direct TLS port, and
+# through the gateway's XMPP proxy (direct TLS to ucgate, plain TCP to
+# Prosody; every stage on but the per-source budgets); and the gateway's
+# RSS growth per 1000 clients logged in through the proxy.
+if command -v prosody >/dev/null; then
+  XN=20000; XCOUNT=3; (( QUICK )) && { XN=5000; XCOUNT=1; }
+  log "xmpp: BenchmarkXMPPRelay, BenchmarkXMPPClients"
+  XMPP_BENCH_CLIENTS=1000 UCGATE_BIN="$BIN" timeout -k 10 600 go test -run '^$' -bench '^BenchmarkXMPP(Relay|Clients)$' \
+    -benchtime "${XN}x" -count "$XCOUNT" ./e2e/ >"$OUT/xmpp.txt" 2>&1 || log "xmpp benchmark failed (see $OUT/xmpp.txt)"
+  x_med() { # median of metric $2 of benchmark $1
+    awk -v m="$1" -v k="$2" '$1 ~ "^Benchmark" m "-[0-9]+$" { for (i = 2; i < NF; i++) if ($(i + 1) == k) print $i }' "$OUT/xmpp.txt" \
+      | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
+  }
+  {
+    echo
+    echo "== XMPP: chat messages/s through Prosody, direct and through the ucgate proxy"
+    xd=$(x_med XMPPRelay/direct msgs/s); xp=$(x_med XMPPRelay/proxy msgs/s)
+    printf '  %-52s %s\n' "msgs/s straight to Prosody" "${xd:--}" "msgs/s through ucgate" "${xp:--}"
+    if [[ -n $xd && -n $xp ]]; then
+      awk -v a="$xp" -v b="$xd" 'BEGIN {printf "  %-52s %.2f\n", "ratio through ucgate / straight", a / b}'
+    fi
+    printf '  %-52s %s\n' "ucgate MiB RSS per 1000 clients logged in" "$(x_med XMPPClients MiB/1000clients)"
+  } | tee -a "$OUT/figures.txt"
+else
+  log "xmpp: prosody not installed (scripts/deps.sh), skipped"
+fi
+
+# ------------------------------------------- 2f. plugins
+# One event through a stage plugin (a real process, gRPC over loopback
+# with mutual TLS) against the same check in process: medians of the
+# runs' ns/op, p50, p99 and allocations, and the ratio.
+PL_COUNT=5; (( QUICK )) && PL_COUNT=1
+log "plugins: BenchmarkStageRoundTrip (-count $PL_COUNT)"
+timeout -k 10 300 go test -run '^$' -bench '^BenchmarkStageRoundTrip$' -benchtime 5000x -count "$PL_COUNT" \
+  ./plugins/host/ >"$OUT/plugins.txt" 2>&1 || log "plugin benchmark exited $? (see $OUT/plugins.txt)"
+{
+  echo "== plugins: one event through a stage plugin vs the same check in process (medians of $PL_COUNT runs)"
+  awk '
+    $1 ~ /^BenchmarkStageRoundTrip\// {
+      split($1, n, "/"); k = n[2]; sub(/-[0-9]+$/, "", k)
+      for (i = 3; i < NF; i++) v[k, $(i + 1)] = v[k, $(i + 1)] " " $i
+      seen[k] = 1
+    }
+    function median(s,   a, c, i, j, t) {
+      c = split(s, a, " "); if (c == 0) return 0
+      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+    }
+    END {
+      printf "  %-12s %12s %12s %12s %10s\n", "", "ns/op", "p50 ns", "p99 ns", "allocs/op"
+      for (k in seen) printf "  %-12s %12.0f %12.0f %12.0f %10.0f\n", k, median(v[k, "ns/op"]), median(v[k, "p50-ns"]), median(v[k, "p99-ns"]), median(v[k, "allocs/op"])
+      if (("plugin" in seen) && ("in-process" in seen) && median(v["in-process", "ns/op"]) > 0)
+        printf "  %-12s %12.1f %12.1f %12.1f\n", "ratio", median(v["plugin", "ns/op"]) / median(v["in-process", "ns/op"]),
+          median(v["plugin", "p50-ns"]) / median(v["in-process", "p50-ns"]), median(v["plugin", "p99-ns"]) / median(v["in-process", "p99-ns"])
+    }' "$OUT/plugins.txt"
+} | tee -a "$OUT/figures.txt"
+
 # ------------------------------------------------------ 3. Go benchmarks
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
 # "go test -bench" output (when benchstat cannot be run).
