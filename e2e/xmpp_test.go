@@ -43,7 +43,7 @@ var xmppUsers = map[string]string{"alice": "alice-secret", "bob": "bob-secret", 
 
 // startXMPPGW starts Prosody and a gateway whose proxy relays to it.
 // proxyExtra is added under xmpp.proxy, rest at the top level.
-func startXMPPGW(t *testing.T, pc h.ProsodyConfig, proxyExtra, rest string) *xgw {
+func startXMPPGW(t testing.TB, pc h.ProsodyConfig, proxyExtra, rest string) *xgw {
 	t.Helper()
 	if pc.Users == nil {
 		pc.Users = xmppUsers
@@ -237,7 +237,7 @@ type rawStream struct {
 	r *wire.Reader
 }
 
-func dialRaw(t *testing.T, addr, local string, direct bool) *rawStream {
+func dialRaw(t testing.TB, addr, local string, direct bool) *rawStream {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
 	var c net.Conn
@@ -257,7 +257,7 @@ func dialRaw(t *testing.T, addr, local string, direct bool) *rawStream {
 
 const xheader = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.test' version='1.0'>`
 
-func (s *rawStream) send(t *testing.T, data string) {
+func (s *rawStream) send(t testing.TB, data string) {
 	t.Helper()
 	if _, err := io.WriteString(s.c, data); err != nil {
 		t.Fatalf("write: %v", err)
@@ -296,7 +296,7 @@ func (s *rawStream) streamError() string {
 }
 
 // login authenticates user with PLAIN on a direct TLS stream and binds.
-func (s *rawStream) login(t *testing.T, user string) {
+func (s *rawStream) login(t testing.TB, user string) {
 	t.Helper()
 	s.send(t, xheader)
 	if _, cond := s.until(wire.NSStream, "features"); cond != "" {
