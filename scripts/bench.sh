@@ -476,7 +476,7 @@ tc_ffmpeg() { # frames per CPU-second of one ffmpeg run: $1 input, rest: encoder
   done
 } | tee -a "$OUT/figures.txt"
 
-# ------------------------------------------- 2f. XMPP proxy
+# ------------------------------------------- 2g. XMPP proxy
 # Chat messages per second from one client to another through a Prosody
 # started by the benchmark: straight to Prosody's direct TLS port, and
 # through the gateway's XMPP proxy (direct TLS to ucgate, plain TCP to
@@ -534,35 +534,6 @@ timeout -k 10 300 go test -run '^$' -bench '^BenchmarkStageRoundTrip$' -benchtim
           median(v["plugin", "p50-ns"]) / median(v["in-process", "p50-ns"]), median(v["plugin", "p99-ns"]) / median(v["in-process", "p99-ns"])
     }' "$OUT/plugins.txt"
 } | tee -a "$OUT/figures.txt"
-
-# ------------------------------------------- 2g. XMPP proxy
-# Chat messages per second from one client to another through a Prosody
-# started by the benchmark: straight to Prosody's direct TLS port, and
-# through the gateway's XMPP proxy (direct TLS to ucgate, plain TCP to
-# Prosody; every stage on but the per-source budgets); and the gateway's
-# RSS growth per 1000 clients logged in through the proxy.
-if command -v prosody >/dev/null; then
-  XN=20000; XCOUNT=3; (( QUICK )) && { XN=5000; XCOUNT=1; }
-  log "xmpp: BenchmarkXMPPRelay, BenchmarkXMPPClients"
-  XMPP_BENCH_CLIENTS=1000 UCGATE_BIN="$BIN" timeout -k 10 600 go test -run '^$' -bench '^BenchmarkXMPP(Relay|Clients)$' \
-    -benchtime "${XN}x" -count "$XCOUNT" ./e2e/ >"$OUT/xmpp.txt" 2>&1 || log "xmpp benchmark failed (see $OUT/xmpp.txt)"
-  x_med() { # median of metric $2 of benchmark $1
-    awk -v m="$1" -v k="$2" '$1 ~ "^Benchmark" m "-[0-9]+$" { for (i = 2; i < NF; i++) if ($(i + 1) == k) print $i }' "$OUT/xmpp.txt" \
-      | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
-  }
-  {
-    echo
-    echo "== XMPP: chat messages/s through Prosody, direct and through the ucgate proxy"
-    xd=$(x_med XMPPRelay/direct msgs/s); xp=$(x_med XMPPRelay/proxy msgs/s)
-    printf '  %-52s %s\n' "msgs/s straight to Prosody" "${xd:--}" "msgs/s through ucgate" "${xp:--}"
-    if [[ -n $xd && -n $xp ]]; then
-      awk -v a="$xp" -v b="$xd" 'BEGIN {printf "  %-52s %.2f\n", "ratio through ucgate / straight", a / b}'
-    fi
-    printf '  %-52s %s\n' "ucgate MiB RSS per 1000 clients logged in" "$(x_med XMPPClients MiB/1000clients)"
-  } | tee -a "$OUT/figures.txt"
-else
-  log "xmpp: prosody not installed (scripts/deps.sh), skipped"
-fi
 
 # ------------------------------------------------------ 3. Go benchmarks
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
