@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -56,6 +57,15 @@ func waitBound(ctx context.Context, p *Proc, kind string, port int) error {
 			return fmt.Errorf("%s port %d not bound: %w", kind, port, ctx.Err())
 		case <-tick.C:
 		}
+	}
+}
+
+// WaitBound waits until p has bound port ("udp" or "tcp"), fails the test
+// if p exits first or ctx ends.
+func WaitBound(ctx context.Context, t testing.TB, p *Proc, kind string, port int) {
+	t.Helper()
+	if err := waitBound(ctx, p, kind, port); err != nil {
+		t.Fatalf("harness: %v", err)
 	}
 }
 
