@@ -417,3 +417,24 @@ func TestJoinMidStream(t *testing.T) {
 		t.Fatalf("%d keyframe requests, %d frames out (want 15 from the keyframe on); stats %+v", r.keyReqs, len(got.Frames), s)
 	}
 }
+
+// TestInputSizeLimit: pictures beyond max_input_width x max_input_height are
+// refused (VP8 before decoding, H.264 once decoded), nothing is sent, and
+// a keyframe is asked for.
+func TestInputSizeLimit(t *testing.T) {
+	for _, c := range []Codec{VP8, H264} {
+		t.Run(c.String(), func(t *testing.T) {
+			cl := makeClip(t, c, 320, 240, 30, 30)
+			to := H264
+			if c == H264 {
+				to = VP8
+			}
+			r := newRun(t, Config{MaxInputWidth: 160, MaxInputHeight: 120}, c, to)
+			r.write(t, packetize(cl, inPT))
+			s := r.t.Stats()
+			if len(r.out) != 0 || s.DecodeErrors == 0 || s.FramesDecoded != 0 || r.keyReqs == 0 {
+				t.Fatalf("%d packets out, %d keyframe requests, stats %+v", len(r.out), r.keyReqs, s)
+			}
+		})
+	}
+}
