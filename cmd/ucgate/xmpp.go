@@ -48,9 +48,6 @@ type xmppAdapters struct {
 // startXMPP starts the roles the configuration turns on.
 func (gw *gateway) startXMPP(ctx context.Context, deps core.Deps, pl *core.Pipeline) error {
 	cfg := gw.cfg.XMPP
-	if err := validateXMPPBridge(gw.cfg); err != nil {
-		return err
-	}
 	deps.Log = gw.log
 	if cfg.Proxy.Enabled {
 		tlsConf, err := serverTLS(cfg.Proxy.TLS.Cert, cfg.Proxy.TLS.Key, gw.cfg.DataDir)
