@@ -54,6 +54,13 @@ func startXMPPGW(t testing.TB, pc h.ProsodyConfig, proxyExtra, rest string) *xgw
 	g.lan = h.HostPort("127.0.0.1", h.FreeTCPPort(t))
 	g.office = h.HostPort("127.0.0.1", h.FreeTCPPort(t))
 	sip := h.HostPort("127.0.0.1", h.FreePort(t, "udp"))
+	// proxyExtra may name the upstream itself, with {{C2S}}, {{C2STLS}} and
+	// {{PROSODY_CA}} for Prosody's ports and certificate.
+	upstream := fmt.Sprintf("    upstream: {address: %q}\n", g.pr.C2S)
+	if strings.Contains(proxyExtra, "upstream:") {
+		upstream = ""
+		proxyExtra = strings.NewReplacer("{{C2S}}", g.pr.C2S, "{{C2STLS}}", g.pr.C2STLS, "{{PROSODY_CA}}", g.pr.Cert.CertFile).Replace(proxyExtra)
+	}
 	yaml := fmt.Sprintf(`admin:
   listen: ""
 sip:
@@ -69,8 +76,7 @@ xmpp:
       - {listen: "%s", mode: direct_tls, zone: internet}
       - {listen: "%s", mode: starttls, zone: lan, tls_required: false}
       - {listen: "%s", mode: starttls, zone: office, tls_required: false}
-    upstream: {address: "%s"}
-%s%s`, sip, g.cert.CertFile, g.cert.KeyFile, g.starttls, g.direct, g.lan, g.office, g.pr.C2S, proxyExtra, rest)
+%s%s%s`, sip, g.cert.CertFile, g.cert.KeyFile, g.starttls, g.direct, g.lan, g.office, upstream, proxyExtra, rest)
 	g.Gateway = h.StartGateway(t, h.GatewayConfig{YAML: yaml, UDP: []string{sip}, TCP: []string{g.starttls, g.direct}})
 	return g
 }
@@ -228,6 +234,23 @@ func TestXMPPProxyChat(t *testing.T) {
 			t.Fatalf("message not captured: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestXMPPProxyUpstreamTLS: the proxy's own stream to the server is
+// encrypted too, with STARTTLS and with direct TLS, the server's
+// certificate checked against its CA and the stream's domain.
+func TestXMPPProxyUpstreamTLS(t *testing.T) {
+	for _, mode := range []string{"starttls", "direct_tls"} {
+		t.Run(mode, func(t *testing.T) {
+			addr := "{{C2S}}"
+			if mode == "direct_tls" {
+				addr = "{{C2STLS}}"
+			}
+			g := startXMPPGW(t, h.ProsodyConfig{RequireEncryption: true},
+				fmt.Sprintf("    upstream: {address: %q, tls: %s, ca: %q}\n", addr, mode, "{{PROSODY_CA}}"), trustLoopback)
+			chat(t, g, mode)
+		})
 	}
 }
 
