@@ -49,7 +49,8 @@ var ErrClosed = errors.New("transcode: transcoder closed")
 // WriteRTP is called by one goroutine (the stream's reader) and calls out
 // synchronously with each packet it produces. RequestKeyframe, SetBitrate,
 // SetResolution, SetFrameRate, HandleRTCP and Stats may be called from any
-// goroutine: they only set values the next frame reads.
+// goroutine: they only set values the next frame reads (Stats waits for the
+// packet in progress).
 type Transcoder struct {
 	cfg    Config
 	stream Stream
@@ -72,17 +73,15 @@ type Transcoder struct {
 	fpsMilli atomic.Int64
 
 	// WriteRTP's own state
-	encBitrate  int
-	unwrap      int64
-	lastTS      uint32
-	haveTS      bool
-	lastOut     int64
-	haveOut     bool
-	lastReqAt   time.Time
-	lastFIRSeq  atomic.Int32
-	stats       Stats
-	statsMu     sync.Mutex
-	publicStats Stats
+	encBitrate int
+	unwrap     int64
+	lastTS     uint32
+	haveTS     bool
+	lastOut    int64
+	haveOut    bool
+	lastReqAt  time.Time
+	lastFIRSeq atomic.Int32
+	stats      Stats
 }
 
 // New returns a Transcoder for one stream. out receives each RTP packet it
@@ -193,11 +192,14 @@ func (t *Transcoder) HandleRTCP(raw []byte) error {
 	return nil
 }
 
-// Stats returns the counters as of the last packet.
+// Stats returns the counters as of the last packet (it waits for a packet
+// being transcoded).
 func (t *Transcoder) Stats() Stats {
-	t.statsMu.Lock()
-	defer t.statsMu.Unlock()
-	return t.publicStats
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.stats
+	s.Assembler = t.asm.Stats
+	return s
 }
 
 // Close releases the codecs. WriteRTP after Close returns ErrClosed.
@@ -232,10 +234,6 @@ func (t *Transcoder) WriteRTP(raw []byte) error {
 	if ev&(EventLoss|EventGarbage|EventNeedKey) != 0 {
 		t.requestUpstream()
 	}
-	t.stats.Assembler = t.asm.Stats
-	t.statsMu.Lock()
-	t.publicStats = t.stats
-	t.statsMu.Unlock()
 	return ferr
 }
 
