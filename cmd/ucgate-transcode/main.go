@@ -10,6 +10,19 @@
 //
 // The YAML file holds transcode.Config (see the README's transcoding
 // section); unknown keys are refused with their line.
+//
+// What the host and the plugin exchange on one Media.Relay stream:
+//
+//   - MediaOpen: in and out codecs (VP8 or H264, 90 kHz, payload types; an
+//     H.264 side with packetization-mode other than 1 is refused), and
+//     optionally the wanted bitrate, size and frame rate of the output;
+//   - host to plugin: the incoming stream's RTP, and (rtcp: true) the
+//     receiver's RTCP feedback about the outgoing stream (PLI and FIR
+//     force a keyframe, REMB sets the bitrate; the rest is ignored);
+//   - plugin to host: the outgoing stream's RTP, with the incoming SSRC
+//     (so the receiver's feedback names the SSRC the sender announced),
+//     and (rtcp: true) a PLI for the incoming stream's sender whenever the
+//     transcoder needs a keyframe; the host forwards it upstream.
 package main
 
 import (
