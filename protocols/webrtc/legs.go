@@ -31,8 +31,6 @@ const (
 	RuleHandshake = "webrtc/dtls"
 )
 
-type tlsCert = tls.Certificate
-
 // certificate is the gateway's DTLS identity and its fingerprint.
 type certificate struct {
 	tls         tls.Certificate

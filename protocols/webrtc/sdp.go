@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -67,6 +68,9 @@ func parse(body []byte) (*sdp.SessionDescription, error) {
 	if len(body) > maxSDP {
 		return nil, fmt.Errorf("%w: %d bytes", ErrSDP, len(body))
 	}
+	if !bytes.HasPrefix(body, []byte("v=0")) {
+		return nil, fmt.Errorf("%w: no v=0 line first", ErrSDP)
+	}
 	var s sdp.SessionDescription
 	if err := s.UnmarshalString(string(body)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSDP, err)
@@ -75,11 +79,6 @@ func parse(body []byte) (*sdp.SessionDescription, error) {
 		return nil, fmt.Errorf("%w: %d streams", ErrSDP, len(s.MediaDescriptions))
 	}
 	return &s, nil
-}
-
-// isWebRTC reports a description with a stream keyed by DTLS.
-func isWebRTC(body []byte) bool {
-	return strings.Contains(string(body), "UDP/TLS/RTP/SAVP")
 }
 
 // fromBrowser translates a browser's description for the SIP side: each
@@ -122,9 +121,9 @@ func fromBrowser(body []byte, family netip.Addr) ([]byte, *remoteDesc, error) {
 		}
 		m.Attributes = dropWebRTC(m.Attributes)
 	}
-	out, err := s.Marshal()
+	out, err := marshal(s)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrSDP, err)
+		return nil, nil, err
 	}
 	return out, rd, nil
 }
@@ -145,11 +144,7 @@ func Narrow(body []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	out, err := s.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSDP, err)
-	}
-	return out, nil
+	return marshal(s)
 }
 
 // narrow keeps the formats of m in the common set, with their rtpmap and
@@ -373,11 +368,7 @@ func toBrowser(body []byte, loc local, rd *remoteDesc) ([]byte, error) {
 		attrs = append(attrs, sdp.NewPropertyAttribute("end-of-candidates"))
 		m.Attributes = attrs
 	}
-	out, err := s.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSDP, err)
-	}
-	return out, nil
+	return marshal(s)
 }
 
 func hasAttr(attrs []sdp.Attribute, key string) bool {
@@ -387,4 +378,18 @@ func hasAttr(attrs []sdp.Attribute, key string) bool {
 		}
 	}
 	return false
+}
+
+// marshal writes a description and checks that it reads back: what
+// leaves the gateway is a description its own parser accepts.
+func marshal(s *sdp.SessionDescription) ([]byte, error) {
+	out, err := s.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSDP, err)
+	}
+	var back sdp.SessionDescription
+	if err := back.UnmarshalString(string(out)); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSDP, err)
+	}
+	return out, nil
 }

@@ -50,7 +50,6 @@ type transport struct {
 	peers    []netip.AddrPort // addresses that passed a connectivity check
 	selected netip.AddrPort   // the nominated one: DTLS goes there
 	dtlsIn   chan []byte
-	started  bool
 	done     chan struct{}
 	once     sync.Once
 	ready    chan netip.AddrPort // the first checked address, once
@@ -193,21 +192,29 @@ func (t *transport) handshake(ctx context.Context) (recv, send media.Keys, err e
 		fpErr = t.verify(raw)
 		return fpErr
 	}
-	cfg := &dtls.Config{
-		Certificates:           []tlsCert{t.cert.tls},
-		SRTPProtectionProfiles: []dtls.SRTPProtectionProfile{dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80},
-		ExtendedMasterSecret:   dtls.RequireExtendedMasterSecret,
-		ClientAuth:             dtls.RequireAnyClientCert,
-		InsecureSkipVerify:     true, // self-signed: the fingerprint is the check
-		VerifyPeerCertificate:  verify,
+	shared := []dtls.Option{
+		dtls.WithCertificates(t.cert.tls),
+		dtls.WithSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		dtls.WithInsecureSkipVerify(true), // self-signed: the fingerprint is the check
+		dtls.WithVerifyPeerCertificate(verify),
 	}
 	conn := &dtlsConn{t: t}
 	raddr := net.UDPAddrFromAddrPort(first)
 	var dc *dtls.Conn
 	if t.client {
-		dc, err = dtls.Client(conn, raddr, cfg)
+		opts := make([]dtls.ClientOption, 0, len(shared))
+		for _, o := range shared {
+			opts = append(opts, o)
+		}
+		dc, err = dtls.ClientWithOptions(conn, raddr, opts...)
 	} else {
-		dc, err = dtls.Server(conn, raddr, cfg)
+		opts := make([]dtls.ServerOption, 0, len(shared)+1)
+		for _, o := range shared {
+			opts = append(opts, o)
+		}
+		opts = append(opts, dtls.WithClientAuth(dtls.RequireAnyClientCert))
+		dc, err = dtls.ServerWithOptions(conn, raddr, opts...)
 	}
 	if err != nil {
 		return recv, send, fmt.Errorf("%w: %v", ErrHandshake, err)
