@@ -786,7 +786,7 @@ func (c *conn) features(el *wire.Element, raw []byte) []byte {
 	plus := false
 	if m := el.Child(nsSASL, "mechanisms"); m != nil {
 		for _, x := range m.Children {
-			if strings.HasSuffix(x.Text, "-PLUS") {
+			if strings.HasSuffix(strings.TrimSpace(x.Text), "-PLUS") {
 				plus = true
 			}
 		}
@@ -805,7 +805,7 @@ func (c *conn) features(el *wire.Element, raw []byte) []byte {
 		case ch.Is(nsSASL, "mechanisms"):
 			m := &wire.Element{Name: ch.Name, Attr: ch.Attr, Text: ch.Text}
 			for _, x := range ch.Children {
-				if !strings.HasSuffix(x.Text, "-PLUS") {
+				if !strings.HasSuffix(strings.TrimSpace(x.Text), "-PLUS") {
 					m.Children = append(m.Children, x)
 				}
 			}

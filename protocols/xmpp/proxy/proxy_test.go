@@ -141,3 +141,41 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFeatures feeds arbitrary server features through the rewriting.
+// Invariants: no panic; the result reads back as one element; it never
+// offers a -PLUS mechanism, and offers STARTTLS exactly when the client
+// stream is not encrypted.
+func FuzzFeatures(f *testing.F) {
+	f.Add(`<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1-PLUS</mechanism><mechanism>PLAIN</mechanism></mechanisms></stream:features>`, true)
+	f.Add(`<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><x:y xmlns:x='urn:x' x:a='&amp;'>t</x:y></stream:features>`, false)
+	const hdr = `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>`
+	f.Fuzz(func(t *testing.T, feat string, enc bool) {
+		r := wire.NewReader(strings.NewReader(hdr+feat), wire.Limits{MaxSize: 8192})
+		if _, err := r.Next(); err != nil {
+			return
+		}
+		it, err := r.Next()
+		if err != nil || it.Kind != wire.KindElement || !it.El.Is(wire.NSStream, "features") {
+			return
+		}
+		c := &conn{encrypted: enc}
+		out := c.features(it.El, it.Raw)
+		rr := wire.NewReader(strings.NewReader(hdr+string(out)), wire.Limits{MaxSize: 1 << 20})
+		rr.Next()
+		it2, err := rr.Next()
+		if err != nil || it2.Kind != wire.KindElement {
+			t.Fatalf("%q rewritten as %q does not read back: %v", feat, out, err)
+		}
+		if got := it2.El.Child(nsTLS, "starttls") != nil; got != !enc {
+			t.Fatalf("encrypted=%v: starttls %v in %q", enc, got, out)
+		}
+		if m := it2.El.Child(nsSASL, "mechanisms"); m != nil {
+			for _, x := range m.Children {
+				if strings.HasSuffix(strings.TrimSpace(x.Text), "-PLUS") {
+					t.Fatalf("-PLUS offered in %q", out)
+				}
+			}
+		}
+	})
+}
