@@ -31,6 +31,7 @@ const (
 	nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
 	nsSM3     = "urn:xmpp:sm:3"
 	nsCSI     = "urn:xmpp:csi:0"
+	nsSASL2   = "urn:xmpp:sasl:2" // XEP-0388, hidden: the proxy observes RFC 6120 SASL only
 )
 
 // writeTimeout bounds every write to a client or the server: a peer that
@@ -778,11 +779,13 @@ func (c *conn) fromServer(u *upstream) {
 
 // features rewrites the server's features for the client: the server's
 // STARTTLS (between proxy and server) is hidden, the proxy's own offered
-// on a client stream that is not encrypted yet, and SASL mechanisms with
+// on a client stream that is not encrypted yet, SASL2 (XEP-0388) is hidden
+// so that clients authenticate with RFC 6120 SASL, which the proxy
+// observes, and SASL mechanisms with
 // channel binding (-PLUS) are hidden, since the client's TLS channel ends
 // at the proxy.
 func (c *conn) features(el *wire.Element, raw []byte) []byte {
-	starttls := el.Child(nsTLS, "starttls") != nil
+	starttls := el.Child(nsTLS, "starttls") != nil || el.Child(nsSASL2, "authentication") != nil
 	plus := false
 	if m := el.Child(nsSASL, "mechanisms"); m != nil {
 		for _, x := range m.Children {
@@ -800,7 +803,7 @@ func (c *conn) features(el *wire.Element, raw []byte) []byte {
 	}
 	for _, ch := range el.Children {
 		switch {
-		case ch.Is(nsTLS, "starttls"):
+		case ch.Is(nsTLS, "starttls"), ch.Is(nsSASL2, "authentication"):
 			continue
 		case ch.Is(nsSASL, "mechanisms"):
 			m := &wire.Element{Name: ch.Name, Attr: ch.Attr, Text: ch.Text}

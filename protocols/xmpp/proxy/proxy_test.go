@@ -83,7 +83,8 @@ func TestEveryReasonMapped(t *testing.T) {
 func TestFeatures(t *testing.T) {
 	const hdr = `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>`
 	feat := `<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>` +
-		`<mechanism>SCRAM-SHA-1-PLUS</mechanism><mechanism>SCRAM-SHA-1</mechanism><mechanism>PLAIN</mechanism></mechanisms></stream:features>`
+		`<mechanism>SCRAM-SHA-1-PLUS</mechanism><mechanism>SCRAM-SHA-1</mechanism><mechanism>PLAIN</mechanism></mechanisms>` +
+		`<authentication xmlns='urn:xmpp:sasl:2'><mechanism>PLAIN</mechanism></authentication></stream:features>`
 	r := wire.NewReader(strings.NewReader(hdr+feat), wire.Limits{})
 	if _, err := r.Next(); err != nil {
 		t.Fatal(err)
@@ -108,6 +109,9 @@ func TestFeatures(t *testing.T) {
 		m := el.Child(nsSASL, "mechanisms")
 		if m == nil || len(m.Children) != 2 || strings.Contains(out, "PLUS") {
 			t.Errorf("encrypted=%v: mechanisms in %s", enc, out)
+		}
+		if el.Child(nsSASL2, "authentication") != nil {
+			t.Errorf("encrypted=%v: SASL2 offered in %s", enc, out)
 		}
 	}
 }
