@@ -59,7 +59,7 @@ func startXMPPGW(t testing.TB, pc h.ProsodyConfig, proxyExtra, rest string) *xgw
 	upstream := fmt.Sprintf("    upstream: {address: %q}\n", g.pr.C2S)
 	if strings.Contains(proxyExtra, "upstream:") {
 		upstream = ""
-		proxyExtra = strings.NewReplacer("{{C2S}}", g.pr.C2S, "{{C2STLS}}", g.pr.C2STLS, "{{PROSODY_CA}}", g.pr.Cert.CertFile).Replace(proxyExtra)
+		proxyExtra = strings.NewReplacer("{{C2S}}", g.pr.C2S, "{{C2STLS}}", g.pr.C2STLS, "{{PROSODY_CA}}", g.pr.Cert.CertFile, "{{OTHER_CA}}", g.cert.CertFile).Replace(proxyExtra)
 	}
 	yaml := fmt.Sprintf(`admin:
   listen: ""
@@ -252,6 +252,15 @@ func TestXMPPProxyUpstreamTLS(t *testing.T) {
 			chat(t, g, mode)
 		})
 	}
+	// A server certificate that does not chain to the CA: the client's
+	// stream ends with <remote-connection-failed/>, nothing is relayed.
+	g := startXMPPGW(t, h.ProsodyConfig{RequireEncryption: true}, "    upstream: {address: \"{{C2STLS}}\", tls: direct_tls, ca: \"{{OTHER_CA}}\"}\n", trustLoopback)
+	s := dialRaw(t, g.direct, "127.0.0.1", true)
+	s.send(t, xheader)
+	if cond := s.streamError(); cond != "remote-connection-failed" {
+		t.Fatalf("unverified server: %q, want remote-connection-failed", cond)
+	}
+	xtxs(t, g, journal.TxFilter{Rule: "xmpp/upstream"}, func(txs []core.Transaction) bool { return len(txs) >= 1 })
 }
 
 // rawStream is a hand-driven client stream: what a hostile client sends.
