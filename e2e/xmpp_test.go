@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,6 +209,16 @@ func xtxs(t *testing.T, g *xgw, f journal.TxFilter, want func([]core.Transaction
 func TestXMPPProxyChat(t *testing.T) {
 	g := startXMPPGW(t, h.ProsodyConfig{}, "    capture: {enabled: true, body: true}\n", trustLoopback)
 	chat(t, g, "1")
+	// A reload swaps the pipeline under the proxy; clients go on.
+	if err := g.Proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	if _, err := g.Proc.WaitLog(rctx, regexp.MustCompile(`reloaded`)); err != nil {
+		t.Fatalf("no reload: %v", err)
+	}
+	chat(t, g, "2")
 	logins := xtxs(t, g, journal.TxFilter{Method: "login"}, func(txs []core.Transaction) bool { return len(txs) >= 2 })
 	for _, tx := range logins {
 		if tx.Protocol != "xmpp" || !tx.Encrypted || !strings.Contains(tx.Detail, "TLS 1.") || !strings.Contains(tx.Detail, "mechanism=SCRAM-SHA-1") {
