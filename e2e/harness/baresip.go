@@ -42,6 +42,14 @@ type BaresipConfig struct {
 	WaitRegistered bool
 	// StartTimeout bounds the wait for readiness; default 15 s.
 	StartTimeout time.Duration
+	// Contacts is the contacts file (address book), one contact a line,
+	// e.g. `"Juliet" <sip:juliet@example.test>;presence=p2p`; the first is
+	// the current contact (the "message" command's recipient). Default
+	// empty.
+	Contacts string
+	// Args are extra command line options, e.g. "-s" (SIP trace into the
+	// log).
+	Args []string
 }
 
 // Baresip is a running baresip with a ctrl_tcp connection.
@@ -187,7 +195,7 @@ func StartBaresip(t testing.TB, cfg BaresipConfig) *Baresip {
 	for name, body := range map[string]string{
 		"config":   c.String(),
 		"accounts": cfg.Account + "\n",
-		"contacts": "",
+		"contacts": cfg.Contacts,
 	} {
 		if err := os.WriteFile(filepath.Join(b.Dir, name), []byte(body), 0o644); err != nil {
 			t.Fatalf("harness: baresip config: %v", err)
@@ -197,7 +205,7 @@ func StartBaresip(t testing.TB, cfg BaresipConfig) *Baresip {
 	b.Proc = StartProc(t, ProcConfig{
 		Name:  cfg.Name,
 		Path:  "baresip",
-		Args:  []string{"-f", b.Dir, "-t", strconv.Itoa(int((cfg.Timeout + time.Second - 1) / time.Second))},
+		Args:  append([]string{"-f", b.Dir, "-t", strconv.Itoa(int((cfg.Timeout + time.Second - 1) / time.Second))}, cfg.Args...),
 		Env:   []string{"HOME=" + b.Dir},
 		Dir:   b.Dir,
 		Grace: 3 * time.Second,

@@ -1186,7 +1186,8 @@ func (s *subscription) refresh() {
 
 // lost deals with a subscription the SIP side ended (a NOTIFY with
 // terminated, reason given) or refused (a SUBSCRIBE answered status, 0 for
-// none). A final refusal ends it and tells the other side unsubscribed; a
+// none). A final refusal (rejected, noresource, 403, 404 before it was
+// ever established, ...) ends it and tells the other side unsubscribed; a
 // passing one makes a new subscription after a while, the SIP user
 // unavailable meanwhile. New subscriptions made in a row back off, and
 // after maxRetries the gateway gives up quietly: a SIP side that ends
@@ -1198,15 +1199,18 @@ func (s *subscription) lost(status int, reason string, after time.Duration) {
 	case "rejected", "noresource", "invariant":
 		final = true
 	}
-	switch reasonOfStatus(status) {
-	case core.ReasonForbidden, core.ReasonNotFound, core.ReasonUnauthorized, core.ReasonUnsupported,
-		core.ReasonNotAcceptable, core.ReasonMalformed:
-		final = true
-	}
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		return
+	}
+	switch reasonOfStatus(status) {
+	case core.ReasonForbidden, core.ReasonUnauthorized, core.ReasonUnsupported, core.ReasonNotAcceptable, core.ReasonMalformed:
+		final = true
+	case core.ReasonNotFound:
+		// No such user, unless she was there before: many registrars say
+		// 404 for a user who is not registered now.
+		final = s.since.IsZero()
 	}
 	s.dead = s.lg
 	if s.answered && time.Since(s.since) >= stableAfter {

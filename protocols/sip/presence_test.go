@@ -514,3 +514,34 @@ func TestPresenceShutdown(t *testing.T) {
 		t.Fatalf("presence to a closed adapter: %v", err)
 	}
 }
+
+// TestPresenceOfSIPUserGoneAWhile: once her subscription held, a 404 (many
+// registrars say so for a user not registered now) is a passing failure:
+// the gateway subscribes again later and the other side keeps its
+// subscription.
+func TestPresenceOfSIPUserGoneAWhile(t *testing.T) {
+	ua := newPresenceUA(t)
+	e := startBridge(t, ua.addr, func(c *Config) { c.Bridge.Expires = 2 }) // retries after 1 s
+	if err := e.a.DeliverPresence(context.Background(), &core.Presence{Kind: core.PresenceSubscribe, From: juliet, To: alice, Src: xmppSrc}); err != nil {
+		t.Fatal(err)
+	}
+	sub := recv(t, ua.subs, "the SUBSCRIBE")
+	expectPresence(t, e.other.pres, core.PresenceSubscribed)
+	ua.answers <- [2]int{404, 0}
+	do(t, ua.peer, notify(ua.notifierSide(sub, e.gw), "terminated;reason=deactivated", ""))
+	if again := recv(t, ua.subs, "the new SUBSCRIBE"); again.CallID().Value() == sub.CallID().Value() {
+		t.Fatal("not a new subscription")
+	}
+	// 404: not the end; the next one comes, and is accepted.
+	next := recv(t, ua.subs, "the SUBSCRIBE after the 404")
+	if next.To().Params.Has("tag") {
+		t.Fatalf("not a new subscription:\n%s", next)
+	}
+	do(t, ua.peer, notify(ua.notifierSide(next, e.gw), "active", pidfDoc("open", "")))
+	if p := expectPresence(t, e.other.pres, core.PresenceUpdate); !p.Available {
+		t.Fatalf("after the 404: %+v", p)
+	}
+	if n := e.a.subs.count(); n != 1 {
+		t.Fatalf("%d subscriptions", n)
+	}
+}
