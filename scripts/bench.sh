@@ -535,6 +535,39 @@ timeout -k 10 300 go test -run '^$' -bench '^BenchmarkStageRoundTrip$' -benchtim
     }' "$OUT/plugins.txt"
 } | tee -a "$OUT/figures.txt"
 
+# ------------------------------------- 2i. SIP side of SIP<->XMPP interworking
+# One-to-one messages through the SIP adapter, one at a time over loopback,
+# each answered: a SIP MESSAGE to the bridge, a core.Message to a SIP user,
+# and a SIP MESSAGE relayed SIP to SIP for comparison; medians of msgs/s
+# and the ratios to the relayed one. Then reading and writing PIDF.
+BR_COUNT=5; (( QUICK )) && BR_COUNT=1
+log "sip bridge: BenchmarkBridgeMessage, BenchmarkPIDF (-count $BR_COUNT)"
+timeout -k 10 300 go test -run '^$' -bench '^Benchmark(BridgeMessage|PIDF)$' -benchtime 3000x -benchmem -count "$BR_COUNT" \
+  ./protocols/sip/ >"$OUT/sipbridge.txt" 2>&1 || log "sip bridge benchmark exited $? (see $OUT/sipbridge.txt)"
+{
+  echo "== SIP<->XMPP bridge, SIP side: messages/s one at a time over loopback (medians of $BR_COUNT runs)"
+  awk '
+    $1 ~ /^Benchmark(BridgeMessage|PIDF)\// {
+      k = $1; sub(/^Benchmark/, "", k); sub(/-[0-9]+$/, "", k); if (!(k in seen)) order[++n] = k; seen[k] = 1
+      for (i = 3; i < NF; i++) v[k, $(i + 1)] = v[k, $(i + 1)] " " $i
+    }
+    function median(s,   a, c, i, j, t) {
+      c = split(s, a, " "); if (c == 0) return 0
+      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+    }
+    END {
+      printf "  %-34s %10s %10s %10s %10s\n", "", "msgs/s", "ns/op", "allocs/op", "ratio"
+      ref = median(v["BridgeMessage/sip-to-sip", "msgs/s"])
+      for (i = 1; i <= n; i++) {
+        k = order[i]; m = median(v[k, "msgs/s"]); r = "-"
+        if (m > 0 && ref > 0) r = sprintf("%.2f", m / ref)
+        printf "  %-34s %10s %10.0f %10.0f %10s\n", k, (m > 0 ? sprintf("%.0f", m) : "-"), median(v[k, "ns/op"]), median(v[k, "allocs/op"]), r
+      }
+      print "  (ratio: messages/s over a SIP MESSAGE relayed SIP to SIP)"
+    }' "$OUT/sipbridge.txt"
+} | tee -a "$OUT/figures.txt"
+
 # ------------------------------------------------------ 3. Go benchmarks
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
 # "go test -bench" output (when benchstat cannot be run).

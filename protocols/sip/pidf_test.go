@@ -181,3 +181,24 @@ func FuzzPIDF(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPIDF: reading a NOTIFY's PIDF (baresip's) and writing one.
+func BenchmarkPIDF(b *testing.B) {
+	b.Run("parse", func(b *testing.B) {
+		body := []byte(rfc4480)
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if _, err := parsePIDF(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("build", func(b *testing.B) {
+		p := presenceInfo{Available: true, Show: "dnd", Status: "in a meeting"}
+		b.ReportAllocs()
+		for b.Loop() {
+			buildPIDF("pres:juliet@xmpp.example", p)
+		}
+	})
+}
