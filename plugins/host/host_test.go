@@ -21,6 +21,7 @@ import (
 
 	"github.com/ucgate/ucgate/core"
 	"github.com/ucgate/ucgate/plugins/sdk"
+	"github.com/ucgate/ucgate/plugins/sdk/pb"
 )
 
 var testBinary string
@@ -314,4 +315,46 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	_ = sha256.New
+}
+
+func TestMediaPluginStreamsAndCrash(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	env, err := start(t, Config{Name: "xcode", Kind: sdk.KindMedia, Binary: testBinary, SHA256: sum(t, testBinary),
+		Args: []string{"-kind", "media", "-pidfile", pidfile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan string, 1)
+	env.h.OnMediaLost(func(id core.SessionID, reason string) { lost <- string(id) + " " + reason })
+	got := make(chan []byte, 1)
+	mc, err := env.h.OpenMedia(context.Background(), "xcode", "s1", &pb.MediaOpen{Session: "s1", In: &pb.Codec{Name: "VP8"}, Out: &pb.Codec{Name: "H264"}},
+		func(p *pb.Packet) { got <- p.GetData() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.Send(&pb.Packet{Data: []byte{0x80, 96, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if len(b) != 4 {
+			t.Fatalf("packet %x", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no packet back from the media plugin")
+	}
+	b, _ := os.ReadFile(pidfile)
+	pid, _ := strconv.Atoi(string(b))
+	syscall.Kill(pid, syscall.SIGKILL)
+	select {
+	case l := <-lost:
+		if l != "s1 plugin_crashed" {
+			t.Fatalf("lost %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the media engine was not told")
+	}
+	if _, err := env.h.OpenMedia(context.Background(), "nope", "s2", &pb.MediaOpen{}, func(*pb.Packet) {}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("unknown plugin: %v", err)
+	}
 }
