@@ -540,15 +540,16 @@ func (a *Adapter) subscribeToBridge(in *inbound, ev *core.Event) bool {
 		remote:    *from.Address.Clone(),
 		remoteNm:  from.DisplayName,
 		target:    *req.Contact().Address.Clone(),
-		routes:    routeSet(req, false),
+		// No route set: requests to the subscriber go back to where it
+		// sent from (its NAT binding, or the proxy before it), never to an
+		// address a Record-Route names.
 		remoteSeq: req.CSeq().SeqNo,
 		transport: strings.ToUpper(req.Transport()),
-		// Requests to the subscriber go back where it sent from (NAT).
-		dest:   in.src.String(),
-		l:      in.l,
-		src:    in.src,
-		secure: in.rec.Encrypted,
-		zone:   in.zone,
+		dest:      in.src.String(),
+		l:         in.l,
+		src:       in.src,
+		secure:    in.rec.Encrypted,
+		zone:      in.zone,
 	}
 	lg.remote.UriParams = nil
 	s.lg = lg
@@ -1018,7 +1019,9 @@ func (s *subscription) established(res *sip.Response, asked int) {
 	if ct := res.Contact(); ct != nil {
 		lg.target = *ct.Address.Clone()
 	}
-	lg.routes = routeSet(res, true)
+	// No route set either: the gateway's requests in the dialog go where
+	// the first went (her registration's source, or the upstream), never
+	// to an address a Record-Route in her answer names.
 	granted := asked
 	if h := res.GetHeader("Expires"); h != nil {
 		if v, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && v > 0 && v < asked {

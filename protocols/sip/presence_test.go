@@ -43,6 +43,9 @@ func newPresenceUA(t *testing.T) *presenceUA {
 				res.To().Params.Add("tag", "ua-tag")
 			}
 			if code < 300 {
+				// A Record-Route the gateway must not follow (a user agent
+				// may name any address).
+				res.AppendHeader(&sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: "192.0.2.1", Port: 5060, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}})
 				res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: req.Recipient.Host, Port: req.Recipient.Port}})
 				if exp < 0 {
 					exp, _ = strconv.Atoi(req.GetHeader("Expires").Value())
@@ -304,6 +307,8 @@ func TestPresenceSIPWatcher(t *testing.T) {
 		r := outOfDialog(phone.peer, e.gw, sip.SUBSCRIBE, "alice", "juliet", xmppDomain)
 		r.AppendHeader(sip.NewHeader("Event", "presence;id=7"))
 		r.AppendHeader(sip.NewHeader("Accept", "application/pidf+xml"))
+		// NOTIFYs go back where the SUBSCRIBE came from, not here.
+		r.AppendHeader(&sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: "192.0.2.1", Port: 5060, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}})
 		r.AppendHeader(sip.NewHeader("Expires", expires))
 		return r, do(t, phone.peer, r)
 	}
