@@ -61,8 +61,6 @@ sip:
     - {zone: internet, transport: udp, listen: "%s"}
   upstreams:
     - {name: pbx, address: "%s", transport: udp, zone: trunk}
-  routes:
-    - {default: true, upstreams: [pbx]}
   registrar: pbx
   bridge:
     domain: %s
@@ -272,6 +270,13 @@ func TestInterworkSIPAndXMPP(t *testing.T) {
 	if _, err := b.Proc.WaitLog(ctx, regexp.MustCompile(`on the balcony, alice`)); err != nil {
 		t.Fatalf("baresip never got juliet's message: %v\n%s", err, b.Proc.Tail(40))
 	}
+
+	// A message for a SIP user nobody can reach comes back as an error
+	// (RFC 7247 section 7: SIP 404 is item-not-found).
+	juliet.message(ctx, t, "nobody@"+iwSIPDomain, "anyone there?")
+	juliet.wait(t, "the error for nobody", func(s iwStanza) bool {
+		return s.name == "message" && s.typ == "error" && s.from == "nobody@"+iwSIPDomain
+	})
 
 	// Presence, XMPP watching SIP: juliet subscribes to alice; the gateway
 	// subscribes to alice's phone, which allows it and notifies.
