@@ -325,6 +325,10 @@ func TestInterworkSIPAndXMPP(t *testing.T) {
 		return tx.Protocol == "xmpp" && strings.HasPrefix(tx.Method, "message") && strings.Contains(tx.To, "juliet@"+iwXMPPDomain) &&
 			strings.Contains(tx.From, "alice@"+iwSIPDomain)
 	})
+	find("juliet's message on the XMPP side", func(tx core.Transaction) bool {
+		return tx.Protocol == "xmpp" && strings.HasPrefix(tx.Method, "message") && tx.To == "sip:alice@"+iwSIPDomain &&
+			strings.Contains(tx.From, "juliet@"+iwXMPPDomain)
+	})
 	find("the SUBSCRIBE to alice's phone", func(tx core.Transaction) bool {
 		return tx.Protocol == "sip" && tx.Method == "SUBSCRIBE" && tx.Status < 300 && strings.Contains(tx.Detail, "from juliet@"+iwXMPPDomain)
 	})

@@ -743,5 +743,12 @@ func (a *Adapter) DeliverMessage(ctx context.Context, m *core.Message) error {
 	return &core.DeliveryError{Reason: r, Detail: "SIP " + strconv.Itoa(res.StatusCode) + " " + cleanDisplay(res.Reason)}
 }
 
+// Protocol names the adapter on the bridge, for the other adapters'
+// journals ("sip:alice@sip.example.com").
+func (a *Adapter) Protocol() string { return "sip" }
+
 // enforce the contract at build time.
-var _ core.Deliverer = (*Adapter)(nil)
+var (
+	_ core.Deliverer = (*Adapter)(nil)
+	_ protocolNamer  = (*Adapter)(nil)
+)
