@@ -51,6 +51,7 @@ declare -A FILE_PKG=(
   [/usr/lib/baresip/modules/ctrl_tcp.so]=baresip-core
   [/usr/lib/baresip/modules/ausine.so]=baresip-core
   [/usr/lib/baresip/modules/aubridge.so]=baresip-core
+  [/usr/lib/baresip/modules/presence.so]=baresip-core # e2e interworking: SUBSCRIBE/NOTIFY
   # The IRC example plugin (plugins/irc) runs on Debian's Python modules.
   [/usr/lib/python3/dist-packages/grpc/__init__.py]=python3-grpcio
   [/usr/lib/python3/dist-packages/google/protobuf/__init__.py]=python3-protobuf
