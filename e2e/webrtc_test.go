@@ -60,7 +60,7 @@ const (
 // browser user by name) and the builtin echo as registrar. The browser
 // user needs its password. The WSS listeners allow the given origins,
 // by default only the gateway's own page.
-func startWebRTCGW(t *testing.T, trunkAddr string, origins ...string) *webrtcGW {
+func startWebRTCGW(t testing.TB, trunkAddr string, origins ...string) *webrtcGW {
 	t.Helper()
 	g := &webrtcGW{cert: h.NewTestCert(t)}
 	g.udp = h.HostPort("127.0.0.1", h.FreeUDPPort(t))
@@ -71,6 +71,10 @@ func startWebRTCGW(t *testing.T, trunkAddr string, origins ...string) *webrtcGW 
 		origins = []string{"http://" + g.admin} // the page the gateway serves
 	}
 	listenerExtra := fmt.Sprintf(", origins: [%q]", strings.Join(origins, `", "`))
+	trunk := fmt.Sprintf("address: %q, transport: udp", trunkAddr)
+	if trunkAddr == "" {
+		trunk = "builtin: echo" // the demo echo plays the trunk
+	}
 	yaml := fmt.Sprintf(`admin:
   listen: "%s"
 sip:
@@ -81,7 +85,7 @@ sip:
     - {zone: internet, transport: wss, listen: "%s"%s}
     - {zone: internet, transport: wss, listen: "%s"%s}
   upstreams:
-    - {name: trunk, address: "%s", transport: udp, zone: trunk}
+    - {name: trunk, %s, zone: trunk}
     - {name: reg, builtin: echo, zone: trunk}
   routes:
     - {default: true, upstreams: [trunk]}
@@ -93,7 +97,7 @@ sip:
   admission:
     source: {concurrent: 0, rate: 0}
     user: {concurrent: 0, rate: 0}
-`, g.admin, g.cert.CertFile, g.cert.KeyFile, g.udp, g.wss4, listenerExtra, g.wss6, listenerExtra, trunkAddr,
+`, g.admin, g.cert.CertFile, g.cert.KeyFile, g.udp, g.wss4, listenerExtra, g.wss6, listenerExtra, trunk,
 		mediaSection(""), ha1User(webrtcUser, webrtcPassword))
 	g.Gateway = h.StartGateway(t, h.GatewayConfig{YAML: yaml, UDP: []string{g.udp}, TCP: []string{g.wss4, g.wss6, g.admin}})
 	return g
@@ -131,6 +135,7 @@ type webrtcEvent struct {
 	Event string `json:"event"`
 	Cause string `json:"cause"`
 	Code  int    `json:"code"`
+	Ms    int    `json:"ms"` // "media": from the INVITE to the first packet received
 	RTP   struct {
 		Sent     int    `json:"sent"`
 		Received int    `json:"received"`
@@ -154,7 +159,7 @@ type webrtcBrowser struct {
 
 // webrtcToneWAV writes the tone the fake microphone plays: 48 kHz mono
 // 16-bit, 20 s (Chromium loops it).
-func webrtcToneWAV(t *testing.T, hz float64) string {
+func webrtcToneWAV(t testing.TB, hz float64) string {
 	t.Helper()
 	const rate, secs = 48000, 20
 	n := rate * secs
@@ -186,7 +191,7 @@ func webrtcToneWAV(t *testing.T, hz float64) string {
 // uri, password, target, auto, answer, hangup_after...) in headless
 // Chromium that trusts exactly the gateway's test key. The page reports
 // to a collector of the test.
-func startWebRTCBrowser(t *testing.T, g *webrtcGW, params url.Values) *webrtcBrowser {
+func startWebRTCBrowser(t testing.TB, g *webrtcGW, params url.Values) *webrtcBrowser {
 	t.Helper()
 	bin := h.RequirePeer(t, "chromium")
 	b := &webrtcBrowser{notify: make(chan struct{}, 1)}

@@ -568,6 +568,53 @@ timeout -k 10 300 go test -run '^$' -bench '^Benchmark(BridgeMessage|PIDF)$' -be
     }' "$OUT/sipbridge.txt"
 } | tee -a "$OUT/figures.txt"
 
+# ------------------------------------------- 2j. WebRTC (browsers)
+# DTLS handshakes per second (pion/dtls client against the gateway's
+# ICE-lite and DTLS transport on loopback); the time from the INVITE to
+# media flowing, with pion/webrtc as the browser (WS) beside a plain SIP
+# call (UDP, RTP/AVP), and with headless Chromium on the softphone page
+# (WSS); concurrent calls per core of the gateway's CPU and its RSS,
+# WebRTC beside plain SIP. The SIP side is the builtin echo. Medians of
+# the runs, and the ratios WebRTC / plain SIP.
+WR_COUNT=3; WR_CALLS=${WEBRTC_BENCH_CALLS:-50}; WR_SETUPS=30
+(( QUICK )) && { WR_COUNT=1; WR_CALLS=20; WR_SETUPS=10; }
+log "webrtc: BenchmarkDTLSHandshake, BenchmarkWebRTC{CallSetup,ConcurrentCalls,BrowserCallSetup} (-count $WR_COUNT)"
+: >"$OUT/webrtc.txt"
+timeout -k 10 300 go test -run '^$' -bench '^BenchmarkDTLSHandshake$' -benchtime 2s -count "$WR_COUNT" \
+  ./protocols/webrtc/ >>"$OUT/webrtc.txt" 2>&1 || log "webrtc dtls benchmark failed (see $OUT/webrtc.txt)"
+UCGATE_BIN="$BIN" timeout -k 10 600 go test -run '^$' -bench '^BenchmarkWebRTCCallSetup$' -benchtime "${WR_SETUPS}x" \
+  -count "$WR_COUNT" ./e2e/ >>"$OUT/webrtc.txt" 2>&1 || log "webrtc setup benchmark failed (see $OUT/webrtc.txt)"
+WEBRTC_BENCH_CALLS="$WR_CALLS" UCGATE_BIN="$BIN" timeout -k 10 600 go test -run '^$' -bench '^BenchmarkWebRTCConcurrentCalls$' \
+  -benchtime 1x -count "$WR_COUNT" ./e2e/ >>"$OUT/webrtc.txt" 2>&1 || log "webrtc concurrency benchmark failed (see $OUT/webrtc.txt)"
+if command -v chromium >/dev/null; then
+  UCGATE_BIN="$BIN" timeout -k 10 600 go test -run '^$' -bench '^BenchmarkWebRTCBrowserCallSetup$' -benchtime "${WR_SETUPS}x" \
+    -count "$WR_COUNT" ./e2e/ >>"$OUT/webrtc.txt" 2>&1 || log "webrtc browser benchmark failed (see $OUT/webrtc.txt)"
+fi
+wr_med() { # median of metric $2 of benchmark $1 (name without the -N suffix)
+  awk -v m="$1" -v k="$2" '{ n = $1; sub(/-[0-9]+$/, "", n) } n == "Benchmark" m { for (i = 2; i < NF; i++) if ($(i + 1) == k) print $i }' "$OUT/webrtc.txt" \
+    | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
+}
+wr_ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}' || echo -; }
+{
+  echo
+  echo "== WebRTC: browsers through ucgate (medians of $WR_COUNT runs)"
+  hs=$(wr_med DTLSHandshake handshakes/s)
+  printf '  %-58s %s\n' "DTLS handshakes/s (client and gateway on one machine)" "${hs:--}"
+  sw=$(wr_med WebRTCCallSetup/webrtc ms-setup-median); sp=$(wr_med WebRTCCallSetup/plain-sip ms-setup-median)
+  printf '  %-58s %s\n' "INVITE to media, ms, pion browser over WS (median)" "${sw:--}" \
+    "INVITE to media, ms, plain SIP over UDP (median)" "${sp:--}" \
+    "  ratio WebRTC / plain SIP" "$(wr_ratio "$sw" "$sp")" \
+    "INVITE to media, ms, Chromium over WSS (median)" "$(wr_med WebRTCBrowserCallSetup ms-setup-median)"
+  cw=$(wr_med "WebRTCConcurrentCalls/webrtc/calls=$WR_CALLS" calls/core); cp=$(wr_med "WebRTCConcurrentCalls/plain-sip/calls=$WR_CALLS" calls/core)
+  printf '  %-58s %s\n' "concurrent calls per core of gateway CPU, WebRTC ($WR_CALLS held)" "${cw:--}" \
+    "concurrent calls per core of gateway CPU, plain SIP" "${cp:--}" \
+    "  ratio WebRTC / plain SIP" "$(wr_ratio "$cw" "$cp")" \
+    "gateway RSS KB per call, WebRTC" "$(wr_med "WebRTCConcurrentCalls/webrtc/calls=$WR_CALLS" KB-rss/call)" \
+    "gateway RSS KB per call, plain SIP" "$(wr_med "WebRTCConcurrentCalls/plain-sip/calls=$WR_CALLS" KB-rss/call)" \
+    "gateway RSS MB with the calls held, WebRTC" "$(wr_med "WebRTCConcurrentCalls/webrtc/calls=$WR_CALLS" MB-rss)"
+  echo "  (pion's ICE agent paces its checks at 200 ms: the pion figure is bound by the client, Chromium's is not)"
+} | tee -a "$OUT/figures.txt"
+
 # ------------------------------------------------------ 3. Go benchmarks
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
 # "go test -bench" output (when benchstat cannot be run).

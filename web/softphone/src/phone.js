@@ -96,10 +96,22 @@ function watch(s) {
       e.sdp = e.sdp.replace(/a=fingerprint:sha-256 [0-9A-Fa-f:]+/g, 'a=fingerprint:sha-256 ' + fake);
     }
   });
+  s.on('sending', () => { callStart = performance.now(); });
   s.on('progress', () => setState('ringing', 'progress'));
   s.on('accepted', () => setState('answered', 'accepted'));
   s.on('confirmed', () => {
     setState('in call with ' + s.remote_identity.uri.toString(), 'confirmed');
+    // The first packet received: media flows (reported with the time
+    // since the INVITE was sent).
+    const t0 = callStart;
+    const poll = setInterval(async () => {
+      if (!s.connection || s.isEnded()) { clearInterval(poll); return; }
+      const st = await rtpStats(s.connection);
+      if (st.received > 0) {
+        clearInterval(poll);
+        report('media', { ms: t0 ? Math.round(performance.now() - t0) : 0 });
+      }
+    }, 5);
     const local = s.connection.getSenders().map((x) => x.track).filter(Boolean);
     if (local.length) ctxs.push(meter(new MediaStream(local), 'mic', $('micLevel')));
     stats = setInterval(async () => {
@@ -123,7 +135,11 @@ function watch(s) {
     buttons();
     setState(what + ': ' + (e && e.cause ? e.cause : ''), what, { cause: e && e.cause, code: e && e.message && e.message.status_code });
   };
-  s.on('ended', done('ended'));
+  s.on('ended', (e) => {
+    done('ended')(e);
+    // repeat=N (benchmarks): call target again until N calls were made.
+    if (s.direction === 'outgoing' && calls < Number(params.get('repeat') || 1)) setTimeout(call, 50);
+  });
   s.on('failed', done('failed'));
 }
 
@@ -170,8 +186,13 @@ function start() {
   buttons();
 }
 
+let callStart = 0;
+let calls = 0;
+
 function call() {
   const target = $('target').value.trim();
+  calls++;
+  callStart = performance.now();
   setState('calling ' + target, 'calling', { target });
   const s = ua.call(target, Object.assign({ eventHandlers: {} }, callOptions()));
   watch(s);
