@@ -521,7 +521,7 @@ func (a *Adapter) subscribeToBridge(in *inbound, ev *core.Event) bool {
 	case !okExp:
 		a.refuse(in, core.RefuseWith(core.ReasonMalformed, "sip/malformed", "Bad Expires"), "sip")
 		return true
-	case req.Contact() == nil:
+	case req.Contact() == nil || req.Contact().Address.Wildcard:
 		a.refuse(in, core.RefuseWith(core.ReasonMalformed, "sip/malformed", "Missing Contact"), "sip")
 		return true
 	case !acceptsPIDF(req):
@@ -538,7 +538,7 @@ func (a *Adapter) subscribeToBridge(in *inbound, ev *core.Event) bool {
 		remoteTag: from.Params.GetOr("tag", ""),
 		local:     local,
 		remote:    *from.Address.Clone(),
-		remoteNm:  from.DisplayName,
+		remoteNm:  cleanDisplay(from.DisplayName),
 		target:    *req.Contact().Address.Clone(),
 		// No route set: requests to the subscriber go back to where it
 		// sent from (its NAT binding, or the proxy before it), never to an
@@ -551,7 +551,7 @@ func (a *Adapter) subscribeToBridge(in *inbound, ev *core.Event) bool {
 		secure:    in.rec.Encrypted,
 		zone:      in.zone,
 	}
-	lg.remote.UriParams = nil
+	lg.remote.UriParams, lg.remote.Headers = nil, nil
 	s.lg = lg
 	s.state = a.subs.recall(s.pairKey())
 	ok200 := func() {
@@ -666,7 +666,11 @@ func (s *subscription) onSubscribe(in *inbound) {
 	s.changed()
 	if expires == 0 {
 		a.subs.detach(s)
-		a.tell(core.Presence{Kind: core.PresenceUnsubscribe, From: s.sipUser, To: s.peer, Src: s.src, Time: time.Now()})
+		// The other side's subscription is the pair's: it ends with the
+		// last of her subscriptions (another of her devices may watch).
+		if len(a.subs.pair(s.pairKey())) == 0 {
+			a.tell(core.Presence{Kind: core.PresenceUnsubscribe, From: s.sipUser, To: s.peer, Src: s.src, Time: time.Now()})
+		}
 	}
 }
 

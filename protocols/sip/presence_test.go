@@ -550,3 +550,41 @@ func TestPresenceOfSIPUserGoneAWhile(t *testing.T) {
 		t.Fatalf("%d subscriptions", n)
 	}
 }
+
+// TestPresenceSIPWatcherTwoDevices: the other side's subscription is the
+// pair's: alice's second device ending its subscription leaves it, the
+// last one ends it.
+func TestPresenceSIPWatcherTwoDevices(t *testing.T) {
+	pbx := newPeer(t)
+	e := startBridge(t, pbx.addr, nil)
+	phone := newPresenceUA(t)
+	var ends []func() *sip.Response
+	for range 2 {
+		req := outOfDialog(phone.peer, e.gw, sip.SUBSCRIBE, "alice", "juliet", xmppDomain)
+		req.AppendHeader(sip.NewHeader("Event", "presence"))
+		res := do(t, phone.peer, req)
+		if res.StatusCode != 200 {
+			t.Fatalf("SUBSCRIBE: %d", res.StatusCode)
+		}
+		expectPresence(t, e.other.pres, core.PresenceSubscribe)
+		recv(t, phone.notifys, "the first NOTIFY")
+		d := &side{callID: req.CallID().Value(), localURI: req.From().Address, remote: req.To().Address,
+			localTag: req.From().Params.GetOr("tag", ""), remTag: res.To().Params.GetOr("tag", ""), target: res.Contact().Address,
+			dest: e.gw, self: phone.addr, seq: 1}
+		ends = append(ends, func() *sip.Response {
+			r := d.request(sip.SUBSCRIBE, "")
+			r.AppendHeader(sip.NewHeader("Event", "presence"))
+			r.AppendHeader(sip.NewHeader("Expires", "0"))
+			return do(t, phone.peer, r)
+		})
+	}
+	if res := ends[0](); res.StatusCode != 200 {
+		t.Fatalf("first un-SUBSCRIBE: %d", res.StatusCode)
+	}
+	recv(t, phone.notifys, "the first device's last NOTIFY")
+	none(t, e.other.pres, "an unsubscribe while another device watches")
+	if res := ends[1](); res.StatusCode != 200 {
+		t.Fatalf("second un-SUBSCRIBE: %d", res.StatusCode)
+	}
+	expectPresence(t, e.other.pres, core.PresenceUnsubscribe)
+}
