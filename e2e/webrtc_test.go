@@ -16,6 +16,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -62,6 +63,13 @@ const (
 // by default only the gateway's own page.
 func startWebRTCGW(t testing.TB, trunkAddr string, origins ...string) *webrtcGW {
 	t.Helper()
+	return startWebRTCGWWith(t, trunkAddr, "", origins...)
+}
+
+// startWebRTCGWWith is startWebRTCGW with more policies (lines indented
+// by two spaces, under policies:).
+func startWebRTCGWWith(t testing.TB, trunkAddr, policies string, origins ...string) *webrtcGW {
+	t.Helper()
 	g := &webrtcGW{cert: h.NewTestCert(t)}
 	g.udp = h.HostPort("127.0.0.1", h.FreeUDPPort(t))
 	g.wss4 = h.HostPort("127.0.0.1", h.FreeTCPPort(t))
@@ -97,8 +105,8 @@ sip:
   admission:
     source: {concurrent: 0, rate: 0}
     user: {concurrent: 0, rate: 0}
-`, g.admin, g.cert.CertFile, g.cert.KeyFile, g.udp, g.wss4, listenerExtra, g.wss6, listenerExtra, trunk,
-		mediaSection(""), ha1User(webrtcUser, webrtcPassword))
+%s`, g.admin, g.cert.CertFile, g.cert.KeyFile, g.udp, g.wss4, listenerExtra, g.wss6, listenerExtra, trunk,
+		mediaSection(""), ha1User(webrtcUser, webrtcPassword), policies)
 	g.Gateway = h.StartGateway(t, h.GatewayConfig{YAML: yaml, UDP: []string{g.udp}, TCP: []string{g.wss4, g.wss6, g.admin}})
 	return g
 }
@@ -462,6 +470,43 @@ func TestWebRTCRefusals(t *testing.T) {
 		})
 		if len(got) == 0 || got[0].Transport != "wss" || !strings.HasPrefix(got[0].Rule, "auth/") {
 			t.Fatalf("journal of the refused REGISTER: %+v", got)
+		}
+	})
+	t.Run("connection cap", func(t *testing.T) {
+		// conncap counts WSS connections like any other: the third from
+		// one source is closed before its TLS handshake.
+		g := startWebRTCGWWith(t, "127.0.0.1:9", "  conncap: {per_source: 2}\n")
+		conf := &tls.Config{RootCAs: g.cert.Pool, ServerName: "127.0.0.1"}
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for i := range 3 {
+			d := &net.Dialer{Timeout: 5 * time.Second}
+			c, err := tls.DialWithDialer(d, "tcp", g.wss4, conf)
+			if i < 2 {
+				if err != nil {
+					t.Fatalf("connection %d: %v", i+1, err)
+				}
+				held = append(held, c)
+				continue
+			}
+			if err == nil {
+				c.Close()
+				t.Fatal("a third WSS connection from one source was accepted")
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var got []core.Transaction
+		waitUntil(ctx, 10*time.Second, func() bool {
+			got = g.txs(t, journal.TxFilter{Rule: "conncap/source"})
+			return len(got) > 0
+		})
+		if len(got) == 0 || got[0].Transport != "wss" {
+			t.Fatalf("journal of conncap/source: %+v", got)
 		}
 	})
 	t.Run("fingerprint", func(t *testing.T) {

@@ -11,8 +11,8 @@
 // whose certificate does not match the fingerprint its description
 // announced (fail closed), and gives the exported SRTP keys to the relay
 // (Call.SetKeys). RTP and RTCP never pass through this package: the relay
-// decrypts, checks and forwards them, RTCP feedback (NACK, PLI, FIR,
-// reports) included, to the other leg.
+// decrypts, checks and forwards them, RTCP reports and the picture loss
+// and full intra requests of video included, to the other leg.
 //
 // The SIP adapter reaches this package through an interface of its own;
 // cmd/ucgate joins them.

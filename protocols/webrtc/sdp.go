@@ -353,6 +353,14 @@ func toBrowser(body []byte, loc local, rd *remoteDesc) ([]byte, error) {
 		} else if ci := s.ConnectionInformation; ci != nil && ci.Address != nil {
 			host = ci.Address.Address
 		}
+		if m.MediaName.Media == "video" {
+			// Picture loss and full intra requests: the relay forwards
+			// them to the SIP side, so that video recovers after a loss.
+			// No NACK: the gateway keeps no packets to send again.
+			for _, pt := range m.MediaName.Formats {
+				attrs = append(attrs, sdp.NewAttribute("rtcp-fb", pt+" nack pli"), sdp.NewAttribute("rtcp-fb", pt+" ccm fir"))
+			}
+		}
 		attrs = append(attrs,
 			sdp.NewAttribute("ice-ufrag", loc.ufrag),
 			sdp.NewAttribute("ice-pwd", loc.pwd),

@@ -214,6 +214,15 @@ func TestToBrowser(t *testing.T) {
 	if !strings.Contains(string(out), "a=setup:actpass") || !strings.Contains(string(out), "a=mid:0") || !strings.Contains(string(out), "a=mid:1") {
 		t.Errorf("offer:\n%s", out)
 	}
+	// Video gets picture loss and full intra requests, not NACK.
+	video := strings.Replace(answer, "m=video 0 UDP/TLS/RTP/SAVPF 96\r\n", "m=video 40004 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\na=rtpmap:96 VP8/90000\r\n", 1)
+	out, err = toBrowser([]byte(video), loc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := string(out); !strings.Contains(v, "a=rtcp-fb:96 nack pli") || !strings.Contains(v, "a=rtcp-fb:96 ccm fir") || strings.Contains(v, "a=rtcp-fb:96 nack\r\n") {
+		t.Errorf("video feedback:\n%s", v)
+	}
 	// A plain RTP stream cannot go to a browser.
 	if _, err := toBrowser([]byte(strings.Replace(answer, "40002 UDP/TLS/RTP/SAVPF", "40002 RTP/AVP", 1)), loc, nil); !errors.Is(err, ErrSDP) {
 		t.Errorf("RTP/AVP to a browser: %v", err)
