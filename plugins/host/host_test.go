@@ -358,3 +358,35 @@ func TestMediaPluginStreamsAndCrash(t *testing.T) {
 		t.Fatalf("unknown plugin: %v", err)
 	}
 }
+
+// TestFrozenPluginIsHung: a protocol plugin stopped with SIGSTOP answers
+// no health check; after three misses it is killed and restarted, its
+// session ended with a CDR that says it hung.
+func TestFrozenPluginIsHung(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	c := protocolConfig(t, "frozen", "-mode", "offer", "-pidfile", pidfile)
+	c.Limits.HealthInterval = 100 * time.Millisecond
+	env, err := start(t, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the plugin's session", 10*time.Second, func() bool { return env.h.Status()[0].Sessions == 1 })
+	b, _ := os.ReadFile(pidfile)
+	pid, _ := strconv.Atoi(string(b))
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	select {
+	case cdr := <-env.journal.cdrs:
+		if cdr.EndReason != "plugin_hung" {
+			t.Fatalf("cdr %+v", cdr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no CDR for the frozen plugin's session")
+	}
+	waitFor(t, "restart", 15*time.Second, func() bool {
+		st := env.h.Status()[0]
+		return st.Restarts >= 1 && st.State == StateRunning
+	})
+}
