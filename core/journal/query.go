@@ -369,6 +369,9 @@ func legCell(l core.Leg) string {
 	case l.MediaEncrypted:
 		enc = "media"
 	}
+	if l.MediaCrypto != "" {
+		enc += "(" + l.MediaCrypto + ")" // "wss/full(dtls-srtp)"
+	}
 	return cell(l.Transport) + "/" + enc
 }
 
