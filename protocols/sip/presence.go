@@ -774,10 +774,10 @@ func (s *subscription) notifyLocked() *sip.Request {
 	out.AppendHeader(sip.NewHeader("Content-Type", "application/pidf+xml"))
 	entity := "pres:" + sipUser(s.peer.User) + "@" + s.peer.Domain
 	body := buildPIDF(entity, s.state)
-	if lg.transport == "UDP" && len(body) > 600 {
-		// A datagram holds about 1300 bytes: a long status is cut.
-		st := s.state
-		st.Status = cleanStatus(st.Status[:min(len(st.Status), 200)])
+	// A datagram holds about 1300 bytes: over UDP a long status is cut
+	// (escaped, it may have grown five times) until the body fits in 600.
+	for st := s.state; lg.transport == "UDP" && len(body) > 600 && st.Status != ""; {
+		st.Status = cleanStatus(st.Status[:len(st.Status)/2])
 		body = buildPIDF(entity, st)
 	}
 	out.SetBody(body)

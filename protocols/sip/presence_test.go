@@ -588,3 +588,28 @@ func TestPresenceSIPWatcherTwoDevices(t *testing.T) {
 	}
 	expectPresence(t, e.other.pres, core.PresenceUnsubscribe)
 }
+
+// TestPresenceNotifyFitsUDP: a status that escapes to five times its size
+// is cut until the NOTIFY fits a datagram; the subscription goes on.
+func TestPresenceNotifyFitsUDP(t *testing.T) {
+	pbx := newPeer(t)
+	e := startBridge(t, pbx.addr, nil)
+	phone := newPresenceUA(t)
+	req := outOfDialog(phone.peer, e.gw, sip.SUBSCRIBE, "alice", "juliet", xmppDomain)
+	req.AppendHeader(sip.NewHeader("Event", "presence"))
+	if res := do(t, phone.peer, req); res.StatusCode != 200 {
+		t.Fatalf("SUBSCRIBE: %d", res.StatusCode)
+	}
+	recv(t, phone.notifys, "the first NOTIFY")
+	for _, status := range []string{strings.Repeat("&", maxStatus), strings.Repeat("é&", 300)} {
+		err := e.a.DeliverPresence(context.Background(), &core.Presence{Kind: core.PresenceUpdate, From: juliet, To: alice, Available: true, Status: status, Src: xmppSrc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := recv(t, phone.notifys, "the NOTIFY of a long status")
+		info, err := parsePIDF(n.Body())
+		if err != nil || !info.Available || len(n.Body()) > 600 || info.Status == "" || !strings.HasPrefix(status, info.Status) {
+			t.Fatalf("NOTIFY of %d bytes (%v): %+v", len(n.Body()), err, info)
+		}
+	}
+}
