@@ -17,6 +17,7 @@ import (
 	"time"
 
 	plugin "github.com/hashicorp/go-plugin"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health/grpc_health_v1"
@@ -93,6 +94,10 @@ type Plugin struct {
 	timeouts atomic.Int32
 	calls    atomic.Uint64
 	errs     atomic.Uint64
+
+	// The plugin's metric children, looked up once.
+	mCalls, mErrs prometheus.Counter
+	mLatency      prometheus.Observer
 }
 
 // New validates the plugins section and prepares the host; Start runs the
@@ -116,6 +121,8 @@ func New(cfgs []Config, deps core.Deps) (*Host, error) {
 		p := &Plugin{cfg: c, h: h, log: log.With("plugin", c.Name), state: StateStopped,
 			limiter: rate.NewLimiter(rate.Limit(c.Limits.EventsPerSecond), c.Limits.Burst),
 			trouble: make(chan string, 1)}
+		p.mCalls, p.mErrs = m.calls.WithLabelValues(c.Name), m.errors.WithLabelValues(c.Name)
+		p.mLatency = m.latency.WithLabelValues(c.Name)
 		for _, k := range c.Kinds {
 			if ck, ok := coreKind(k); ok && int(ck) < len(p.kinds) {
 				p.kinds[ck] = true

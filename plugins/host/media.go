@@ -69,11 +69,11 @@ func (h *Host) OpenMedia(ctx context.Context, name string, session core.SessionI
 		return nil, ErrUnavailable
 	}
 	p.calls.Add(1)
-	p.h.m.calls.WithLabelValues(name).Inc()
+	p.mCalls.Inc()
 	c, err := mc.Open(ctx, o, recv)
 	if err != nil {
 		p.errs.Add(1)
-		p.h.m.errors.WithLabelValues(name).Inc()
+		p.mErrs.Inc()
 		p.signal("")
 		return nil, err
 	}

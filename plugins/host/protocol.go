@@ -133,7 +133,7 @@ func (pc *protoConn) onEvent(ev *pb.Event) (*pb.Verdict, string) {
 	p := pc.p
 	start := time.Now()
 	p.calls.Add(1)
-	p.h.m.calls.WithLabelValues(p.cfg.Name).Inc()
+	p.mCalls.Inc()
 	ce, err := EventFrom(ev, p.cfg.Protocol, start)
 	if err != nil {
 		return p.refuse(ev, core.ReasonMalformed, "plugin/malformed"), ""
@@ -337,7 +337,7 @@ func (p *Plugin) deliverEvent(ctx context.Context, ev *pb.Event, method string, 
 		rec.Src = src.Addr.String()
 	}
 	p.calls.Add(1)
-	p.h.m.calls.WithLabelValues(p.cfg.Name).Inc()
+	p.mCalls.Inc()
 	var err error
 	pc := p.proto.Load()
 	switch {
@@ -348,14 +348,14 @@ func (p *Plugin) deliverEvent(ctx context.Context, ev *pb.Event, method string, 
 	default:
 		err = pc.deliver(ctx, ev)
 	}
-	p.h.m.latency.WithLabelValues(p.cfg.Name).Observe(time.Since(start).Seconds())
+	p.mLatency.Observe(time.Since(start).Seconds())
 	rec.Elapsed, rec.Action, rec.Status = time.Since(start), core.Allow.String(), 200
 	var de *core.DeliveryError
 	if errors.As(err, &de) {
 		rec.Action, rec.Status, rec.Rule, rec.Reason, rec.Detail = core.Refuse.String(), 0, "plugin/delivery", de.Reason.String(), clip(de.Detail, maxShort)
 		if de.Reason != core.ReasonNotFound {
 			p.errs.Add(1)
-			p.h.m.errors.WithLabelValues(p.cfg.Name).Inc()
+			p.mErrs.Inc()
 		}
 	}
 	if p.h.deps.Journal != nil {

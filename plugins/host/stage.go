@@ -44,7 +44,7 @@ func (s *Stage) Decide(ctx context.Context, ev *core.Event) (core.Verdict, error
 
 func (p *Plugin) decide(ctx context.Context, ev *core.Event) core.Verdict {
 	p.calls.Add(1)
-	p.h.m.calls.WithLabelValues(p.cfg.Name).Inc()
+	p.mCalls.Inc()
 	c := p.stage.Load()
 	if c == nil {
 		return p.failed("unavailable")
@@ -53,7 +53,7 @@ func (p *Plugin) decide(ctx context.Context, ev *core.Event) core.Verdict {
 	start := time.Now()
 	v, err := c.Decide(cctx, EventTo(ev))
 	cancel()
-	p.h.m.latency.WithLabelValues(p.cfg.Name).Observe(time.Since(start).Seconds())
+	p.mLatency.Observe(time.Since(start).Seconds())
 	if err != nil {
 		switch code := status.Code(err); {
 		case code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
@@ -75,7 +75,7 @@ func (p *Plugin) decide(ctx context.Context, ev *core.Event) core.Verdict {
 // failed applies the failure mode.
 func (p *Plugin) failed(why string) core.Verdict {
 	p.errs.Add(1)
-	p.h.m.errors.WithLabelValues(p.cfg.Name).Inc()
+	p.mErrs.Inc()
 	if p.cfg.FailureMode == FailOpen {
 		return core.Verdict{}
 	}
