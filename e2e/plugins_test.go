@@ -222,6 +222,73 @@ func TestStagePluginHangs(t *testing.T) {
 	}
 }
 
+// sippInviteRefused sends an INVITE from [service] and wants 403.
+const sippInviteRefused = `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="INVITE refused">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:bob@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[service]@example.com>;tag=[pid]inv[call_number]
+      To: <sip:bob@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Max-Forwards: 70
+      Contact: <sip:[service]@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv response="403" />
+  <send>
+    <![CDATA[
+      ACK sip:bob@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [last_From:]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+`
+
+// TestStagePluginRefusesCall: a stage plugin (a reputation check) refuses
+// a call from a caller it knows, in its place in the stage order; the
+// journal names the plugin's rule.
+func TestStagePluginRefusesCall(t *testing.T) {
+	h.RequirePeer(t, "sipp")
+	bin := testPlugin(t)
+	gw, udp, _ := pluginGateway(t, fmt.Sprintf(`  - name: rep
+    kind: stage
+    binary: %s
+    sha256: %s
+    args: [-kind, stage, -mode, refuse-mallory]
+`, bin, sha256File(t, bin)), "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r := h.RunSipp(t, ctx, h.SippConfig{Name: "sipp-mallory", ScenarioXML: sippInviteRefused, Remote: udp, Service: "mallory",
+		Calls: 1, Timeout: 20 * time.Second}); !r.OK() {
+		t.Fatalf("mallory's INVITE was not refused with 403: %s", r)
+	}
+	pluginWait(t, "the journal", 10*time.Second, func() bool {
+		txs, _ := journal.QueryTransactions(ctx, filepath.Join(gw.DataDir, "journal.db"), journal.TxFilter{Rule: "plugins/rep/reputation", Limit: 10})
+		return len(txs) == 1 && txs[0].Method == "INVITE" && txs[0].Status == 403 && strings.HasPrefix(txs[0].From, "mallory@")
+	})
+}
+
 // TestPluginIRCAndSIPMessages: a real IRC client (ii) on the Python IRC
 // plugin and a real SIP user agent (baresip, registered through the
 // gateway) exchange messages both ways through ucgate.
