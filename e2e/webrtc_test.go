@@ -387,6 +387,64 @@ func webrtcBrowserCallsTrunk(t *testing.T, ipv6 bool) {
 	}
 }
 
+// TestWebRTCHold: the browser puts the call on hold and takes it back
+// (two re-INVITEs through the gateway); the call goes on with media both
+// ways after it, on the same DTLS-SRTP transport.
+func TestWebRTCHold(t *testing.T) {
+	h.RequirePeer(t, "baresip")
+	h.RequirePeer(t, "chromium")
+	trunk := webrtcTrunk(t)
+	g := startWebRTCGW(t, trunk.SIPAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	b := startWebRTCBrowser(t, g, url.Values{
+		"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword},
+		"target": {"sip:callee@127.0.0.1"}, "auto": {"1"}, "hold_at": {"1000"}, "hangup_after": {"5000"},
+	})
+	if _, err := b.wait(ctx, "unhold", "failed", "ended"); err != nil {
+		t.Fatal(err)
+	}
+	// The packets counted from now on were sent after the call came back.
+	st, err := b.wait(ctx, "final", "failed", "ended")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var atUnhold webrtcEvent
+	b.mu.Lock()
+	seenUnhold := false
+	for _, e := range b.events {
+		if e.Event == "unhold" {
+			seenUnhold = true
+		}
+		if seenUnhold && e.Event == "stats" {
+			atUnhold = e
+			break
+		}
+	}
+	b.mu.Unlock()
+	if _, err := b.wait(ctx, "ended", "failed"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after unhold: sent %d->%d, received %d->%d", atUnhold.RTP.Sent, st.RTP.Sent, atUnhold.RTP.Received, st.RTP.Received)
+	if st.RTP.Sent-atUnhold.RTP.Sent < 50 || st.RTP.Received-atUnhold.RTP.Received < 50 {
+		t.Errorf("media after the hold: sent %d, received %d more packets; want 50 each way",
+			st.RTP.Sent-atUnhold.RTP.Sent, st.RTP.Received-atUnhold.RTP.Received)
+	}
+	c := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)
+	if len(c) != 1 || c[0].EndReason != "normal" {
+		t.Fatalf("CDRs %+v", c)
+	}
+	reinvites := 0
+	for _, tx := range g.txs(t, journal.TxFilter{Method: "INVITE"}) {
+		if tx.Transport == "wss" {
+			reinvites++
+		}
+	}
+	if reinvites < 3 {
+		t.Errorf("%d INVITEs over WSS in the journal, want the call and two re-INVITEs", reinvites)
+	}
+}
+
 // TestWebRTCTrunkCallsBrowser: the trunk calls the registered browser
 // user by name; the page answers; RTP flows both ways.
 func TestWebRTCTrunkCallsBrowser(t *testing.T) {

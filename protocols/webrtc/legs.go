@@ -144,12 +144,10 @@ func (g *Leg) Local(body []byte, offer bool) ([]byte, error) {
 	g.mu.Lock()
 	rd := g.remote
 	g.mu.Unlock()
-	if offer {
-		rd = nil
-	} else if rd == nil {
+	if !offer && rd == nil {
 		return nil, fmt.Errorf("%w: answer without the browser's offer", ErrSDP)
 	}
-	return toBrowser(body, g.loc, rd)
+	return toBrowser(body, g.loc, rd, offer)
 }
 
 // Start runs a transport on every stream that has the browser's

@@ -315,22 +315,29 @@ type local struct {
 // the relay, ICE and DTLS of the other side removed): ICE-lite, the
 // gateway's credentials and fingerprint, a DTLS role, RTCP multiplexing,
 // the browser's stream identifiers and one host candidate per stream.
-// rd is the browser's own description when this is an answer to it; nil
-// for an offer.
-func toBrowser(body []byte, loc local, rd *remoteDesc) ([]byte, error) {
+// rd is the browser's last description: the one this answers (required
+// for an answer), or, for a re-offer, the one that names its streams' mids
+// (nil for a first offer).
+func toBrowser(body []byte, loc local, rd *remoteDesc, offer bool) ([]byte, error) {
 	s, err := parse(body)
 	if err != nil {
 		return nil, err
 	}
-	if rd != nil && len(rd.streams) != len(s.MediaDescriptions) {
-		return nil, fmt.Errorf("%w: %d streams answered, %d offered", ErrSDP, len(s.MediaDescriptions), len(rd.streams))
+	if !offer && (rd == nil || len(rd.streams) != len(s.MediaDescriptions)) {
+		n := 0
+		if rd != nil {
+			n = len(rd.streams)
+		}
+		return nil, fmt.Errorf("%w: %d streams answered, %d offered", ErrSDP, len(s.MediaDescriptions), n)
 	}
 	s.Attributes = append(dropWebRTC(s.Attributes), sdp.NewPropertyAttribute("ice-lite"))
 	for i, m := range s.MediaDescriptions {
 		mid := strconv.Itoa(i)
-		setup := "actpass"
-		if rd != nil {
+		if rd != nil && i < len(rd.streams) && rd.streams[i].mid != "" {
 			mid = rd.streams[i].mid
+		}
+		setup := "actpass"
+		if !offer {
 			setup = "passive"
 			if rd.streams[i].setup == "passive" {
 				setup = "active"

@@ -173,7 +173,7 @@ func TestToBrowser(t *testing.T) {
 	answer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
 		"m=audio 40002 UDP/TLS/RTP/SAVPF 0 126\r\nc=IN IP4 127.0.0.1\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\na=rtcp-mux\r\n" +
 		"m=video 0 UDP/TLS/RTP/SAVPF 96\r\n"
-	out, err := toBrowser([]byte(answer), loc, rd)
+	out, err := toBrowser([]byte(answer), loc, rd, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,21 +202,30 @@ func TestToBrowser(t *testing.T) {
 	}
 	// The browser said passive: the gateway is the DTLS client.
 	rd.streams[0].setup = "passive"
-	out, _ = toBrowser([]byte(answer), loc, rd)
+	out, _ = toBrowser([]byte(answer), loc, rd, false)
 	if !strings.Contains(string(out), "a=setup:active") {
 		t.Errorf("answer to a passive browser:\n%s", out)
 	}
 	// An offer: actpass, mids by position.
-	out, err = toBrowser([]byte(answer), loc, nil)
+	out, err = toBrowser([]byte(answer), loc, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(out), "a=setup:actpass") || !strings.Contains(string(out), "a=mid:0") || !strings.Contains(string(out), "a=mid:1") {
 		t.Errorf("offer:\n%s", out)
 	}
+	// A re-offer keeps the browser's mids.
+	rd.streams[0].mid, rd.streams[1].mid = "audio", "video"
+	out, err = toBrowser([]byte(answer), loc, rd, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := string(out); !strings.Contains(o, "a=mid:audio") || !strings.Contains(o, "a=mid:video") || !strings.Contains(o, "a=setup:actpass") {
+		t.Errorf("re-offer:\n%s", o)
+	}
 	// Video gets picture loss and full intra requests, not NACK.
 	video := strings.Replace(answer, "m=video 0 UDP/TLS/RTP/SAVPF 96\r\n", "m=video 40004 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\na=rtpmap:96 VP8/90000\r\n", 1)
-	out, err = toBrowser([]byte(video), loc, nil)
+	out, err = toBrowser([]byte(video), loc, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,11 +233,11 @@ func TestToBrowser(t *testing.T) {
 		t.Errorf("video feedback:\n%s", v)
 	}
 	// A plain RTP stream cannot go to a browser.
-	if _, err := toBrowser([]byte(strings.Replace(answer, "40002 UDP/TLS/RTP/SAVPF", "40002 RTP/AVP", 1)), loc, nil); !errors.Is(err, ErrSDP) {
+	if _, err := toBrowser([]byte(strings.Replace(answer, "40002 UDP/TLS/RTP/SAVPF", "40002 RTP/AVP", 1)), loc, nil, true); !errors.Is(err, ErrSDP) {
 		t.Errorf("RTP/AVP to a browser: %v", err)
 	}
 	// An answer with another number of streams than the offer.
-	if _, err := toBrowser([]byte(strings.Split(answer, "m=video")[0]), loc, rd); !errors.Is(err, ErrSDP) {
+	if _, err := toBrowser([]byte(strings.Split(answer, "m=video")[0]), loc, rd, false); !errors.Is(err, ErrSDP) {
 		t.Errorf("one stream answered for two: %v", err)
 	}
 }
@@ -248,7 +257,7 @@ func FuzzFromBrowser(f *testing.F) {
 			t.Fatalf("output does not parse: %v", err)
 		}
 		loc := local{ufrag: "u", pwd: "p", fingerprint: "sha-256 AA"}
-		if _, err := toBrowser(out, loc, rd); err != nil && !errors.Is(err, ErrSDP) {
+		if _, err := toBrowser(out, loc, rd, false); err != nil && !errors.Is(err, ErrSDP) {
 			t.Fatalf("toBrowser: %v", err)
 		}
 	})

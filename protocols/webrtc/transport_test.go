@@ -60,7 +60,7 @@ func answerFor(t testing.TB, rd *remoteDesc, loc local, port int) string {
 	t.Helper()
 	plain := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
 		"m=audio " + itoa(port) + " UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp-mux\r\n"
-	out, err := toBrowser([]byte(plain), loc, rd)
+	out, err := toBrowser([]byte(plain), loc, rd, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,6 +118,13 @@ function watch(s) {
       const st = await rtpStats(s.connection);
       report('stats', { rtp: st, levels });
     }, 1000);
+    // hold_at=ms (tests): put the call on hold then, and take it back a
+    // second later (two re-INVITEs).
+    const holdAt = Number(params.get('hold_at') || 0);
+    if (holdAt > 0) {
+      setTimeout(() => { if (!s.isEnded()) { s.hold(); report('hold'); } }, holdAt);
+      setTimeout(() => { if (!s.isEnded()) { s.unhold(); report('unhold'); } }, holdAt + 1000);
+    }
     const after = Number(params.get('hangup_after') || 0);
     if (after > 0) {
       setTimeout(async () => {
