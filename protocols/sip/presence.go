@@ -94,6 +94,9 @@ type subscription struct {
 	// dead is the leg whose dialog the SIP side ended: a 2xx that comes
 	// for it after its terminating NOTIFY (they may cross) changes nothing.
 	dead *leg
+	// ask is the Expires the gateway's SUBSCRIBEs ask for: bridge.expires,
+	// or more when the user agent said 423 with a Min-Expires.
+	ask int
 }
 
 const (
@@ -104,6 +107,9 @@ const (
 	// stableAfter is how long a subscription must have held for the next
 	// loss to start a new count of retries.
 	stableAfter = 10 * time.Minute
+	// maxAsk bounds the Min-Expires the gateway agrees to ask for, in
+	// seconds.
+	maxAsk = 86400
 )
 
 // pairKey names the subscriptions between two parties, one way.
@@ -948,8 +954,8 @@ func (a *Adapter) subscribeSIP(ctx context.Context, p *core.Presence, quiet bool
 		}
 		return refuse(core.ReasonNotFound, "sip/no_route", "no such SIP user")
 	}
-	s := &subscription{a: a, sipUser: p.To, peer: p.From, proto: proto, quiet: quiet, held: true}
-	expires := a.cfg.Bridge.Expires
+	s := &subscription{a: a, sipUser: p.To, peer: p.From, proto: proto, quiet: quiet, held: true, ask: a.cfg.Bridge.Expires}
+	expires := s.ask
 	added := false
 	before := func(i int, lg *leg, out *sip.Request) error {
 		recordLeg(&rec, lg)
@@ -1002,11 +1008,30 @@ func (a *Adapter) subscribeSIP(ctx context.Context, p *core.Presence, quiet bool
 		return &core.DeliveryError{Reason: core.ReasonUnavailable, Detail: "SIP user not reachable"}
 	}
 	if status >= 300 {
+		s.tooBrief(res)
 		s.lost(status, "", 0)
 		return nil
 	}
 	s.established(res, expires)
 	return nil
+}
+
+// tooBrief reads the Min-Expires of a 423 (Interval Too Brief, RFC 6665
+// section 4.1.2.1): the next SUBSCRIBE asks for it, up to maxAsk.
+func (s *subscription) tooBrief(res *sip.Response) {
+	if res == nil || res.StatusCode != 423 {
+		return
+	}
+	h := res.GetHeader("Min-Expires")
+	if h == nil {
+		return
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(h.Value()))
+	s.mu.Lock()
+	if err == nil && v > s.ask && v <= maxAsk {
+		s.ask = v
+	}
+	s.mu.Unlock()
 }
 
 // established records a 2xx to the gateway's SUBSCRIBE: the dialog, the
@@ -1166,14 +1191,14 @@ func (s *subscription) refresh() {
 		s.mu.Unlock()
 		return
 	}
-	lg := s.lg
-	out := a.subscribeRequest(lg, a.cfg.Bridge.Expires)
+	lg, asked := s.lg, s.ask
+	out := a.subscribeRequest(lg, asked)
 	s.mu.Unlock()
 	res, err := a.send(out, lg, "SUBSCRIBE", core.Source{}, s.peer, s.sipUser, s.proto)
 	if err == nil && res.StatusCode < 300 {
 		s.mu.Lock()
 		if !s.ended {
-			granted := a.cfg.Bridge.Expires
+			granted := asked
 			if h := res.GetHeader("Expires"); h != nil {
 				if v, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && v > 0 && v < granted {
 					granted = v
@@ -1188,6 +1213,7 @@ func (s *subscription) refresh() {
 	if err == nil {
 		status = res.StatusCode
 	}
+	s.tooBrief(res)
 	s.lost(status, "", 0)
 }
 
@@ -1219,6 +1245,11 @@ func (s *subscription) lost(status int, reason string, after time.Duration) {
 		// 404 for a user who is not registered now.
 		final = s.since.IsZero()
 	}
+	if status == 423 {
+		// Interval Too Brief: again at once, asking for her Min-Expires
+		// (tooBrief).
+		final = false
+	}
 	s.dead = s.lg
 	if s.answered && time.Since(s.since) >= stableAfter {
 		s.retries = 0
@@ -1246,7 +1277,7 @@ func (s *subscription) lost(status int, reason string, after time.Duration) {
 		s.last = presenceInfo{}
 		s.queueLocked(s.lastUpdate(core.Source{}))
 	}
-	if after == 0 && (status != 0 || reason == "probation" || reason == "giveup") {
+	if after == 0 && status != 423 && (status != 0 || reason == "probation" || reason == "giveup") {
 		after = a.retryDelay()
 	}
 	if s.retries > 1 {
@@ -1272,7 +1303,9 @@ func (s *subscription) resubscribe() {
 		return
 	}
 	local, _ := peerURI(s.peer)
-	expires := a.cfg.Bridge.Expires
+	s.mu.Lock()
+	expires := s.ask
+	s.mu.Unlock()
 	before := func(_ int, lg *leg, _ *sip.Request) error {
 		s.mu.Lock()
 		s.lg = lg
@@ -1293,6 +1326,7 @@ func (s *subscription) resubscribe() {
 		a.journalOut(&rec, status)
 	}
 	if status >= 300 {
+		s.tooBrief(res)
 		s.lost(status, "", 0)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,9 @@ type presenceUA struct {
 	subs    chan *sip.Request
 	notifys chan *sip.Request
 	answers chan [2]int // status, Expires; 200 and the asked Expires when empty
+	// minExpires, when set, answers 423 with this Min-Expires to a
+	// SUBSCRIBE that asks for less (as baresip does below 600).
+	minExpires atomic.Int32
 }
 
 func newPresenceUA(t *testing.T) *presenceUA {
@@ -36,7 +40,14 @@ func newPresenceUA(t *testing.T) *presenceUA {
 				code, exp = a[0], a[1]
 			default:
 			}
+			asked, _ := strconv.Atoi(req.GetHeader("Expires").Value())
+			if m := int(u.minExpires.Load()); m > 0 && asked > 0 && asked < m {
+				code = 423
+			}
 			res := sip.NewResponseFromRequest(req, code, "Answer", nil)
+			if code == 423 {
+				res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(int(u.minExpires.Load()))))
+			}
 			if tag, ok := req.To().Params.Get("tag"); ok {
 				res.To().Params.Add("tag", tag)
 			} else {
@@ -612,4 +623,22 @@ func TestPresenceNotifyFitsUDP(t *testing.T) {
 			t.Fatalf("NOTIFY of %d bytes (%v): %+v", len(n.Body()), err, info)
 		}
 	}
+}
+
+// TestPresenceOfSIPUserMinExpires: a user agent that finds the interval
+// too brief (423) gets a new SUBSCRIBE asking for its Min-Expires.
+func TestPresenceOfSIPUserMinExpires(t *testing.T) {
+	ua := newPresenceUA(t)
+	ua.minExpires.Store(7200)
+	e := startBridge(t, ua.addr, nil)
+	if err := e.a.DeliverPresence(context.Background(), &core.Presence{Kind: core.PresenceSubscribe, From: juliet, To: alice, Src: xmppSrc}); err != nil {
+		t.Fatal(err)
+	}
+	if sub := recv(t, ua.subs, "the SUBSCRIBE"); sub.GetHeader("Expires").Value() != "3600" {
+		t.Fatalf("first SUBSCRIBE:\n%s", sub)
+	}
+	if sub := recv(t, ua.subs, "the SUBSCRIBE after the 423"); sub.GetHeader("Expires").Value() != "7200" {
+		t.Fatalf("SUBSCRIBE after the 423:\n%s", sub)
+	}
+	expectPresence(t, e.other.pres, core.PresenceSubscribed)
 }
