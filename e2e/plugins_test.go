@@ -299,6 +299,7 @@ func TestPluginIRCAndSIPMessages(t *testing.T) {
 	ircBin := filepath.Join(repoRoot(t), "plugins", "irc", "ucgate-irc")
 	ircPort := h.FreeTCPPort(t)
 	regPort := h.FreeUDPPort(t)
+	rep := testPlugin(t)
 	h.StartRegistrar(t, h.SippConfig{Port: regPort, Timeout: 120 * time.Second}, 8)
 	gw, udp, admin := pluginGateway(t, fmt.Sprintf(`  - name: irc
     kind: protocol
@@ -306,14 +307,20 @@ func TestPluginIRCAndSIPMessages(t *testing.T) {
     sha256: %s
     domain: irc.example.com
     args: [--listen, "127.0.0.1:%d", --peer-domain, sip.example.com]
-`, ircBin, sha256File(t, ircBin), ircPort), fmt.Sprintf(`  upstreams:
+  - name: rep
+    kind: stage
+    binary: %s
+    sha256: %s
+    args: [-kind, stage, -mode, refuse-mallory]
+    kinds: [message]
+`, ircBin, sha256File(t, ircBin), ircPort, rep, sha256File(t, rep)), fmt.Sprintf(`  upstreams:
     - {name: pbx, address: "%s", transport: udp, zone: trunk}
   routes:
     - {default: true, upstreams: [pbx]}
   registrar: pbx
   bridge:
     domain: sip.example.com`, h.HostPort("127.0.0.1", regPort)))
-	if ps := plugins(t, admin); len(ps) != 1 || ps[0].State != "running" || ps[0].Software != "ucgate-irc" {
+	if ps := plugins(t, admin); len(ps) != 2 || ps[0].State != "running" || ps[0].Software != "ucgate-irc" {
 		t.Fatalf("plugins: %+v", ps)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -378,8 +385,28 @@ func TestPluginIRCAndSIPMessages(t *testing.T) {
 		return strings.Contains(string(out), "<alice> hello bob, from sip")
 	})
 
+	// The stages judge the IRC side too: the reputation plugin refuses
+	// mallory's message, and ii shows the refusal.
+	mdir := t.TempDir()
+	h.StartProc(t, h.ProcConfig{Name: "ii-mallory", Path: ii, Args: []string{"-s", "127.0.0.1", "-p", strconv.Itoa(ircPort), "-n", "mallory", "-i", mdir}})
+	mallIn := filepath.Join(mdir, "127.0.0.1", "in")
+	pluginWait(t, "mallory registered", 10*time.Second, func() bool {
+		out, _ := os.ReadFile(filepath.Join(mdir, "127.0.0.1", "out"))
+		return strings.Contains(string(out), "Welcome to ucgate")
+	})
+	f, err := os.OpenFile(mallIn, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("/j alice buy my bitcoins\n")
+	f.Close()
+	pluginWait(t, "mallory's refusal", 10*time.Second, func() bool {
+		out, _ := os.ReadFile(filepath.Join(mdir, "127.0.0.1", "out"))
+		return strings.Contains(string(out), "message to alice refused: forbidden")
+	})
+
 	// The journal has both messages on the plugin's side (protocol irc),
-	// after the stages.
+	// after the stages, and mallory's refusal with the plugin's rule.
 	db := filepath.Join(gw.DataDir, "journal.db")
 	pluginWait(t, "the journal", 10*time.Second, func() bool {
 		txs, _ := journal.QueryTransactions(ctx, db, journal.TxFilter{Limit: 200})
@@ -390,4 +417,11 @@ func TestPluginIRCAndSIPMessages(t *testing.T) {
 		}
 		return in && out
 	})
+	pluginWait(t, "mallory's refusal in the journal", 10*time.Second, func() bool {
+		txs, _ := journal.QueryTransactions(ctx, db, journal.TxFilter{Rule: "plugins/rep/reputation", Limit: 10})
+		return len(txs) == 1 && txs[0].Protocol == "irc" && txs[0].From == "mallory@irc.example.com" && txs[0].Action == "refuse"
+	})
+	if strings.Contains(b.Proc.Log(), "buy my bitcoins") {
+		t.Fatal("mallory's refused message reached baresip")
+	}
 }
