@@ -567,6 +567,42 @@ func TestWebRTCRefusals(t *testing.T) {
 			t.Fatalf("journal of conncap/source: %+v", got)
 		}
 	})
+	t.Run("video codec", func(t *testing.T) {
+		// sipp plays a trunk on 127.0.0.3 (an upstream: it may call the
+		// browser user by name) offering H.263-only video.
+		h.RequirePeer(t, "sipp")
+		port := h.FreeUDPPort(t)
+		g := startWebRTCGW(t, h.HostPort("127.0.0.3", port))
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		b := startWebRTCBrowser(t, g, url.Values{
+			"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword},
+			"auto": {"1"}, "answer": {"1"},
+		})
+		if _, err := b.wait(ctx, "registered", "registrationFailed"); err != nil {
+			t.Fatal(err)
+		}
+		xml, err := os.ReadFile("testdata/webrtc/uac-h263.xml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := h.RunSipp(t, ctx, h.SippConfig{ScenarioXML: string(xml), Remote: g.udp, IP: "127.0.0.3", Port: port,
+			Service: webrtcUser, Calls: 1, Timeout: 20 * time.Second})
+		if !r.OK() {
+			t.Fatalf("sipp did not get the 488 naming the video codec: %s", r)
+		}
+		b.mu.Lock()
+		for _, e := range b.events {
+			if e.Event == "incoming" {
+				t.Errorf("the browser was offered a call it cannot decode")
+			}
+		}
+		b.mu.Unlock()
+		c := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)
+		if len(c) != 1 || c[0].Status != 488 || c[0].EndReason != "media" {
+			t.Fatalf("CDRs %+v, want one refused 488 for its media", c)
+		}
+	})
 	t.Run("fingerprint", func(t *testing.T) {
 		trunk := webrtcTrunk(t)
 		g := startWebRTCGW(t, trunk.SIPAddr)

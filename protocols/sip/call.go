@@ -243,6 +243,7 @@ type outcome struct {
 	res       *sip.Response // a final non-2xx response to relay to the caller
 	status    int
 	reason    string // the CDR's end reason when not answered
+	phrase    string // the reason phrase of status, when the gateway says why
 	by        string // who ended it
 	retry     bool   // the next upstream may be tried
 }
@@ -294,7 +295,7 @@ func (c *call) setup(in *inbound, t target) {
 		if o.res != nil {
 			c.relayFinal(in, o.res)
 		} else {
-			c.respondA(in, o.status, "")
+			c.respondA(in, o.status, o.phrase)
 		}
 	}
 	if !o.answered {
@@ -329,7 +330,7 @@ func (c *call) attempt(in *inbound, lb *leg, canceled <-chan struct{}) outcome {
 		var me *errMedia
 		errors.As(err, &me)
 		a.log.Debug("offer not relayed", "session", c.sess.ID, "error", err)
-		return outcome{status: me.status, reason: "media", by: core.RoleGateway}
+		return outcome{status: me.status, phrase: me.phrase, reason: "media", by: core.RoleGateway}
 	}
 	c.mu.Lock()
 	c.inviteSeqB = reqB.CSeq().SeqNo
