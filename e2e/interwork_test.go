@@ -43,9 +43,9 @@ type iwEnv struct {
 }
 
 // startInterwork starts Prosody (user juliet, the component domain), a
-// sipp registrar and the gateway with the component and sip.bridge, and
-// waits until the component is connected.
-func startInterwork(t *testing.T) *iwEnv {
+// sipp registrar and the gateway with the component, sip.bridge and the
+// policies section given, and waits until the component is connected.
+func startInterwork(t *testing.T, policies string) *iwEnv {
 	t.Helper()
 	h.RequirePeer(t, "sipp")
 	h.RequirePeer(t, "baresip")
@@ -71,7 +71,7 @@ xmpp:
     domain: %s
     secret: %s
     peer_domains: [%s]
-%s`, e.udp, h.HostPort("127.0.0.1", regPort), iwSIPDomain, e.pr.ComponentAddr, iwSIPDomain, iwSecret, iwXMPPDomain, trustLoopback)
+%s`, e.udp, h.HostPort("127.0.0.1", regPort), iwSIPDomain, e.pr.ComponentAddr, iwSIPDomain, iwSecret, iwXMPPDomain, policies)
 	e.gw = h.StartGateway(t, h.GatewayConfig{YAML: yaml, UDP: []string{e.udp}})
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -229,7 +229,7 @@ func contactStatus(ctx context.Context, t *testing.T, b *h.Baresip, want string)
 // the gateway's SIP adapter and its XMPP component; the journal names both
 // protocols' identities.
 func TestInterworkSIPAndXMPP(t *testing.T) {
-	e := startInterwork(t)
+	e := startInterwork(t, trustLoopback)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	juliet := iwLogin(ctx, t, e.pr, "juliet", iwPassword)
@@ -352,6 +352,73 @@ func iwTransactions(ctx context.Context, t *testing.T, g *h.Gateway) []core.Tran
 		}
 		if time.Now().After(deadline) {
 			return out
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// iwMessage407 is a sipp UAC that sends one MESSAGE to juliet through the
+// gateway without credentials and expects the digest challenge.
+const iwMessage407 = `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="MESSAGE to the bridge, challenged">
+  <send retrans="500">
+    <![CDATA[
+      MESSAGE sip:juliet@example.test SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:mallory@[local_ip]>;tag=[pid]m[call_number]
+      To: <sip:juliet@example.test>
+      Call-ID: [call_id]
+      CSeq: 1 MESSAGE
+      Max-Forwards: 70
+      Content-Type: text/plain
+      Content-Length: [len]
+
+      let me in
+    ]]>
+  </send>
+  <recv response="407" />
+</scenario>
+`
+
+// TestInterworkRefused: the security stages judge interworked traffic: a
+// SIP MESSAGE to an XMPP user from a source that must authenticate is
+// challenged and never reaches Prosody, and the journal says which rule
+// decided, with both identities.
+func TestInterworkRefused(t *testing.T) {
+	// Only 127.0.0.1 is trusted by the digest stage; mallory sends from
+	// 127.0.0.2.
+	e := startInterwork(t, `policies:
+  auth: {trusted: [127.0.0.1/32]}
+  ratelimit: {trusted: [127.0.0.0/8]}
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	juliet := iwLogin(ctx, t, e.pr, "juliet", iwPassword)
+	r := h.RunSipp(t, ctx, h.SippConfig{Name: "sipp-mallory", ScenarioXML: iwMessage407, Remote: e.udp, IP: "127.0.0.2",
+		Calls: 1, Timeout: 20 * time.Second})
+	if !r.OK() {
+		t.Fatalf("MESSAGE without credentials was not challenged: %s", r)
+	}
+	select {
+	case s := <-juliet.in:
+		if s.name == "message" {
+			t.Fatalf("juliet got %s", s)
+		}
+	case <-time.After(time.Second):
+	}
+	if strings.Contains(e.pr.DebugLog(), "let me in") {
+		t.Fatal("the challenged message reached Prosody")
+	}
+	db := filepath.Join(e.gw.DataDir, "journal.db")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		txs, _ := journal.QueryTransactions(ctx, db, journal.TxFilter{Method: "MESSAGE", Rule: "auth/challenge"})
+		if len(txs) == 1 && txs[0].From == "mallory@127.0.0.2" && txs[0].To == "juliet@"+iwXMPPDomain && txs[0].Status == 407 &&
+			strings.HasPrefix(txs[0].Src, "127.0.0.2:") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("journal of the challenge: %+v", txs)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
