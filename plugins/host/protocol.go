@@ -71,8 +71,9 @@ func (pc *protoConn) recv() {
 				p.signal(whyMalformed)
 				return
 			}
+			// The process died, or the plugin ended its stream: either way
+			// it no longer serves its users; it is restarted.
 			p.log.Warn("plugin event stream ended", "error", err)
-			p.signal("")
 			p.signal(whyCrashed)
 			return
 		}
