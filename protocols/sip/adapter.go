@@ -315,9 +315,27 @@ func (a *Adapter) Start(ctx context.Context) error {
 	go func() { defer a.wg.Done(); a.bindings.expireLoop(a.ctx) }()
 	go func() { defer a.wg.Done(); a.drops.loop(a.ctx) }()
 	if a.bridgeDomain != "" && a.bridge != nil {
+		a.waitServing()
 		a.bridge.Serve(a.bridgeDomain, a)
 	}
 	return nil
+}
+
+// waitServing waits, at most a second, until sipgo serves every UDP
+// listener: what the bridge hands over at once is sent from one of them,
+// and sipgo cannot send from a listener it does not serve yet.
+func (a *Adapter) waitServing() {
+	n := 0
+	for _, l := range a.listeners {
+		if l.transport == "udp" {
+			n++
+		}
+	}
+	pool := a.ua.TransportLayer().Pool("udp")
+	deadline := time.Now().Add(time.Second)
+	for pool != nil && pool.Size() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func family(ip netip.Addr) string {

@@ -600,3 +600,37 @@ func newBenchPeer(t testing.TB, setup ...func(*sipgo.Server)) *peer {
 	t.Cleanup(func() { ua.Close(); pc.Close() })
 	return p
 }
+
+// TestBridgeReadyAtStart: the bridge may hand a message over the moment
+// the adapter serves its domain.
+func TestBridgeReadyAtStart(t *testing.T) {
+	got := make(chan struct{}, 1)
+	pbx := newPeer(t, func(srv *sipgo.Server) {
+		srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+			got <- struct{}{}
+			tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		})
+	})
+	cfg := Defaults()
+	cfg.Listeners = []Listener{{Zone: "internet", Transport: "udp", Listen: "127.0.0.1:0"}}
+	cfg.Upstreams = []Upstream{{Name: "pbx", Address: pbx.addr, Zone: "trunk"}}
+	cfg.Routes = []Route{{Default: true, Upstreams: []string{"pbx"}}}
+	cfg.Bridge.Domain = bridgeDomain
+	b := core.NewBridge()
+	a, err := New(cfg, core.Deps{Bridge: b}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	d, ok := b.For(bridgeDomain)
+	if !ok {
+		t.Fatal("not served")
+	}
+	if err := d.DeliverMessage(context.Background(), &core.Message{From: juliet, To: alice, Body: "at once", Src: xmppSrc}); err != nil {
+		t.Fatalf("a message at start: %v", err)
+	}
+	recv(t, got, "the MESSAGE")
+}
