@@ -8,6 +8,11 @@
 // of safe headers, and every leg gets the gateway's own Call-ID, tags, Via
 // and Contact.
 //
+// It also owns the SIP side of interworking on the core bridge (bridge.go,
+// presence.go, pidf.go): SIP users' addresses in the bridged domain, SIP
+// MESSAGE to and from core.Message, and presence subscriptions both ways as
+// SUBSCRIBE/NOTIFY dialogs with PIDF bodies (RFC 7247, 7248, 7572).
+//
 // It translates SIP into core events, runs the core pipeline on them and
 // maps verdicts back into SIP (sipStatus is the only place where SIP codes
 // meet core reasons). It decides nothing itself beyond what SIP requires
