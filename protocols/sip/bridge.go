@@ -190,10 +190,41 @@ func cleanDisplay(s string) string {
 }
 
 // sipParty is a SIP user's address on the other side: the user part of
-// u, in the bridged domain (not the host u names).
-func (a *Adapter) sipParty(display string, u *sip.Uri) (core.Identity, bool) {
+// u, in the bridged domain. errForeign when u's host is not one of the
+// gateway's domains (see ownHost): bob@elsewhere.example must not speak as
+// bob@<bridge domain>; errUnaddressable when the user part cannot be a
+// localpart there.
+func (a *Adapter) sipParty(display string, u *sip.Uri) (core.Identity, error) {
 	local, ok := localOf(u.User)
-	return core.Identity{Display: cleanDisplay(display), User: local, Domain: a.bridgeDomain}, ok
+	id := core.Identity{Display: cleanDisplay(display), User: local, Domain: a.bridgeDomain}
+	switch {
+	case !ok:
+		return id, errUnaddressable
+	case !a.ownHost(u.Host):
+		return id, errForeign
+	}
+	return id, nil
+}
+
+var (
+	errUnaddressable = errors.New("sip: user part not addressable on the other side")
+	errForeign       = errors.New("sip: sender of a domain the gateway does not serve")
+)
+
+// ownHost reports whether a SIP user of host is one of the gateway's: host
+// is the bridged domain, the gateway itself, or an upstream (its domain or
+// address: the PBX the users register with).
+func (a *Adapter) ownHost(host string) bool {
+	host = trimBrackets(host)
+	if strings.EqualFold(host, a.bridgeDomain) || a.isLocal(host) {
+		return true
+	}
+	for _, up := range a.upList {
+		if strings.EqualFold(host, up.domain) || host == up.ip.String() {
+			return true
+		}
+	}
+	return false
 }
 
 // peerParty is the party a Request-URI names on the other side.
@@ -321,14 +352,14 @@ func (a *Adapter) messageToBridge(in *inbound, ev *core.Event) bool {
 		return false
 	}
 	from := req.From()
-	sender, okFrom := a.sipParty(from.DisplayName, &from.Address)
+	sender, errFrom := a.sipParty(from.DisplayName, &from.Address)
 	to, okTo := peerParty(&req.Recipient)
 	// The record keeps the SIP identities (From, To) and names the other
 	// side's in Detail.
 	in.rec.Detail = bridgeDetail(protocolOf(d), sender, to)
 	switch {
-	case !okFrom:
-		a.refuse(in, core.RefuseWith(core.ReasonMalformed, "sip/bridge_address", "Sender Not Addressable"), "sip")
+	case errFrom != nil:
+		a.refuseSender(in, errFrom)
 		return true
 	case !okTo:
 		a.refuse(in, core.RefuseWith(core.ReasonNotFound, "sip/bridge_address", ""), "sip")
@@ -363,6 +394,17 @@ func (a *Adapter) messageToBridge(in *inbound, ev *core.Event) bool {
 	}
 	a.respond(in, res)
 	return true
+}
+
+// refuseSender refuses a bridged request whose sender has no address on
+// the other side: 400 for a user part it cannot carry, 403 for a user of
+// another domain.
+func (a *Adapter) refuseSender(in *inbound, err error) {
+	if errors.Is(err, errForeign) {
+		a.refuse(in, core.RefuseWith(core.ReasonForbidden, "sip/bridge_sender", err.Error()), "sip")
+		return
+	}
+	a.refuse(in, core.RefuseWith(core.ReasonMalformed, "sip/bridge_address", "Sender Not Addressable"), "sip")
 }
 
 // refuseBridged answers a bridged request the gateway refuses for what

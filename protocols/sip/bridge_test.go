@@ -245,6 +245,28 @@ func TestBridgeMessageFromSIP(t *testing.T) {
 	}
 	none(t, e.other.msgs, "a message for an impossible address")
 
+	// A user of another domain does not speak as one of ours; one of the
+	// bridged domain or of the PBX's does.
+	for _, tt := range []struct {
+		host string
+		code int
+	}{{"elsewhere.example", 403}, {bridgeDomain, 200}, {"127.0.0.1", 200}} {
+		r := textMessage(outOfDialog(phone, e.gw, sip.MESSAGE, "bob", "juliet", xmppDomain), "who am I")
+		r.From().Address.Host = tt.host
+		if res := do(t, phone, r); res.StatusCode != tt.code {
+			t.Errorf("From bob@%s: %d, want %d", tt.host, res.StatusCode, tt.code)
+		}
+		if tt.code == 200 {
+			if m := recv(t, e.other.msgs, "bob's message"); m.From.User != "bob" || m.From.Domain != bridgeDomain {
+				t.Errorf("From bob@%s crossed as %v", tt.host, m.From)
+			}
+		}
+	}
+	none(t, e.other.msgs, "a message from another domain")
+	if rec := e.j.find(t, "MESSAGE", func(r core.Transaction) bool { return r.Status == 403 }); rec.Rule != "sip/bridge_sender" {
+		t.Fatalf("journal of a foreign sender: %+v", rec)
+	}
+
 	// Refusals of the other side, mapped.
 	for _, tt := range []struct {
 		err  error

@@ -513,13 +513,13 @@ func (a *Adapter) subscribeToBridge(in *inbound, ev *core.Event) bool {
 		return true
 	}
 	from := req.From()
-	watcher, okFrom := a.sipParty(from.DisplayName, &from.Address)
+	watcher, errFrom := a.sipParty(from.DisplayName, &from.Address)
 	peer, okTo := peerParty(&req.Recipient)
 	in.rec.Detail = bridgeDetail(proto, watcher, peer)
 	expires, okExp := expiresOf(req, a.cfg.Bridge.Expires)
 	switch {
-	case !okFrom:
-		a.refuse(in, core.RefuseWith(core.ReasonMalformed, "sip/bridge_address", "Sender Not Addressable"), "sip")
+	case errFrom != nil:
+		a.refuseSender(in, errFrom)
 		return true
 	case !okTo:
 		a.refuse(in, core.RefuseWith(core.ReasonNotFound, "sip/bridge_address", ""), "sip")

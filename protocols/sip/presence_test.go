@@ -464,6 +464,12 @@ func TestPresenceSIPWatcherRefusals(t *testing.T) {
 	if res := subscribe("alice", "a%2Fb", "Event", "presence"); res.StatusCode != 404 {
 		t.Errorf("impossible address: %d", res.StatusCode)
 	}
+	foreign := outOfDialog(phone.peer, e.gw, sip.SUBSCRIBE, "alice", "juliet", xmppDomain)
+	foreign.AppendHeader(sip.NewHeader("Event", "presence"))
+	foreign.From().Address.Host = "elsewhere.example"
+	if res := do(t, phone.peer, foreign); res.StatusCode != 403 {
+		t.Errorf("a watcher of another domain: %d", res.StatusCode)
+	}
 	none(t, e.other.pres, "a refused SUBSCRIBE")
 
 	// Limits: two per SIP user, three in all.
