@@ -226,10 +226,25 @@ func startWebRTCBrowser(t testing.TB, g *webrtcGW, params url.Values) *webrtcBro
 	params.Set("report", "http://"+ln.Addr().String()+"/report")
 	params.Set("processing", "0")
 	page := "http://" + g.admin + "/phone/?" + params.Encode()
+	// Chromium's helper processes may still write into the profile for a
+	// moment after the browser is stopped: the profile is removed (after
+	// the stop, cleanups run last in first out) with a few retries.
+	profile, err := os.MkdirTemp("", "webrtc-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 30 {
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	b.proc = h.StartProc(t, h.ProcConfig{Name: "chromium", Path: bin, Args: []string{
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir=" + t.TempDir(), "--remote-debugging-port=0",
+		"--user-data-dir=" + profile, "--remote-debugging-port=0",
 		"--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
 		"--use-file-for-fake-audio-capture=" + webrtcToneWAV(t, webrtcBrowserHz),
 		"--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
