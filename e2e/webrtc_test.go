@@ -225,6 +225,11 @@ func startWebRTCBrowser(t testing.TB, g *webrtcGW, params url.Values) *webrtcBro
 	t.Cleanup(func() { srv.Close() })
 	params.Set("report", "http://"+ln.Addr().String()+"/report")
 	params.Set("processing", "0")
+	if res, err := http.Get("http://" + g.admin + "/phone/phone.js"); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("the gateway serves no softphone (%v): build it with make softphone before the binary", err)
+	} else {
+		res.Body.Close()
+	}
 	page := "http://" + g.admin + "/phone/?" + params.Encode()
 	// Chromium's helper processes may still write into the profile for a
 	// moment after the browser is stopped: the profile is removed (after

@@ -45,10 +45,15 @@ func (gw *gateway) startWebRTC(cfg Config) (sip.WebRTC, error) {
 // the WebSocket listeners it may use and the demo's number.
 func (gw *gateway) phoneRoutes(mux *http.ServeMux) {
 	root, err := fs.Sub(softphone, "softphone/build")
-	if _, statErr := fs.Stat(softphone, "softphone/build/index.html"); err != nil || statErr != nil {
-		root = placeholderFS{}
+	if _, statErr := fs.Stat(softphone, "softphone/build/index.html"); err == nil && statErr == nil {
+		mux.Handle("GET /phone/", http.StripPrefix("/phone/", http.FileServer(http.FS(root))))
+	} else {
+		page, _ := softphone.ReadFile("softphone/placeholder.html")
+		mux.HandleFunc("GET /phone/{$}", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Write(page)
+		})
 	}
-	mux.Handle("GET /phone/", http.StripPrefix("/phone/", http.FileServer(http.FS(root))))
 	mux.HandleFunc("GET /phone/config.json", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]string{}
 		for _, l := range gw.sip.Listeners() {
@@ -66,15 +71,4 @@ func (gw *gateway) phoneRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, out)
 	})
-}
-
-// placeholderFS serves placeholder.html as the index of a build without
-// the softphone.
-type placeholderFS struct{}
-
-func (placeholderFS) Open(name string) (fs.File, error) {
-	if name == "." || name == "index.html" {
-		return softphone.Open("softphone/placeholder.html")
-	}
-	return nil, fs.ErrNotExist
 }
