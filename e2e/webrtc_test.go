@@ -26,7 +26,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -148,6 +150,7 @@ type webrtcEvent struct {
 		Sent     int    `json:"sent"`
 		Received int    `json:"received"`
 		Codec    string `json:"codec"`
+		Pair     string `json:"pair"` // the ICE pair in use: "local port -> remote port"
 	} `json:"rtp"`
 	Levels struct {
 		MicMax    float64 `json:"micMax"`
@@ -298,8 +301,8 @@ func webrtcTrunk(t *testing.T) *mediaUA {
 // the trunk's plain RTP over UDP.
 func webrtcCheckCall(t *testing.T, g *webrtcGW, final webrtcEvent, browserRole string) {
 	t.Helper()
-	t.Logf("page: sent %d, received %d RTP packets (%s); levels mic %.3f remote %.3f",
-		final.RTP.Sent, final.RTP.Received, final.RTP.Codec, final.Levels.MicMax, final.Levels.RemoteMax)
+	t.Logf("page: sent %d, received %d RTP packets (%s) on %s; levels mic %.3f remote %.3f",
+		final.RTP.Sent, final.RTP.Received, final.RTP.Codec, final.RTP.Pair, final.Levels.MicMax, final.Levels.RemoteMax)
 	if final.RTP.Sent < 50 || final.RTP.Received < 50 {
 		t.Errorf("page RTP: sent %d, received %d; want at least 50 each way", final.RTP.Sent, final.RTP.Received)
 	}
@@ -339,15 +342,84 @@ func webrtcCheckCall(t *testing.T, g *webrtcGW, final webrtcEvent, browserRole s
 	}
 }
 
+// webrtcNetnsEnv marks a test process that runs inside its own network
+// namespace.
+const webrtcNetnsEnv = "UCGATE_E2E_WEBRTC_NETNS"
+
+// webrtcULA is the IPv6 address the browser has in that namespace.
+const webrtcULA = "fd00:5ca1:ab1e::1"
+
+// webrtcIsolated runs the calling test again in a network namespace that
+// has only a loopback interface (unshare -n, as root), the gateway, its
+// peers and Chromium with it: Chromium then gathers only loopback
+// candidates, so the media stays on 127.0.0.1 and ::1 whatever the host's
+// interfaces (PEERS.md 3.7). It returns true when the test ran there (the
+// caller returns); false when the caller is already inside, or cannot
+// make a namespace (not root, no unshare, or UCGATE_E2E_NO_NETNS set):
+// then the test runs here, and Chromium may pick a pair from one of the
+// host's addresses.
+func webrtcIsolated(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(webrtcNetnsEnv) != "" || os.Getenv("UCGATE_E2E_NO_NETNS") != "" || os.Geteuid() != 0 {
+		return false
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return false
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	// Default routes through lo: Chromium gathers an address family only
+	// when it has a route out (it probes with a public address), and
+	// nothing leaves a namespace whose only interface is lo.
+	// Chromium gathers no IPv6 candidate unless the host has an IPv6
+	// address off loopback: a veth pair inside the namespace (both ends
+	// in it, so nothing leaves) carries a unique local one, webrtcULA.
+	script := `ip link set lo up && ip route add default dev lo && ip link add v0 type veth peer name v1 && ` +
+		`ip link set v0 up && ip link set v1 up && ip -6 addr add ` + webrtcULA + `/64 dev v0 nodad && exec "$@"`
+	cmd := exec.CommandContext(ctx, unshare, "-n", "--", "sh", "-c", script, "sh",
+		os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=4m")
+	cmd.Env = append(os.Environ(), webrtcNetnsEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "webrtc_test.go") || strings.HasPrefix(strings.TrimSpace(l), "--- ") {
+			keep = append(keep, l)
+		}
+	}
+	t.Logf("in a loopback-only network namespace:\n%s", strings.Join(keep, "\n"))
+	if err != nil {
+		t.Fatalf("the test failed in its network namespace (%v):\n%s", err, webrtcTail(string(out), 80))
+	}
+	return true
+}
+
+func webrtcTail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
 // TestWebRTCBrowserCallsTrunk: the browser registers over WSS (digest),
 // calls the trunk; RTP flows both ways, baresip hears the browser's tone.
 func TestWebRTCBrowserCallsTrunk(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
 	webrtcBrowserCallsTrunk(t, false)
 }
 
 // TestWebRTCBrowserIPv6TrunkIPv4: the same call with the browser on ::1
 // (WSS and media) and the trunk on 127.0.0.1.
 func TestWebRTCBrowserIPv6TrunkIPv4(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
 	webrtcBrowserCallsTrunk(t, true)
 }
 
@@ -387,6 +459,25 @@ func webrtcBrowserCallsTrunk(t *testing.T, ipv6 bool) {
 	}
 	webrtcCheckCall(t, g, final, core.RoleCaller)
 	mediaCheckRecording(t, trunk, webrtcBrowserHz, 3*time.Second, false)
+	// The browser's media goes to a relay port of the gateway, in the
+	// family of its signalling.
+	// Outside a loopback-only namespace Chromium may send from one of the
+	// host's addresses.
+	local := `\S+`
+	if os.Getenv(webrtcNetnsEnv) != "" {
+		local = `127\.0\.0\.1`
+		if ipv6 {
+			local = `(::1|` + regexp.QuoteMeta(webrtcULA) + `)`
+		}
+	}
+	wantPair := regexp.MustCompile(`^` + local + ` \d+ -> 127\.0\.0\.1 (4[0-4]\d\d\d)$`)
+	if ipv6 {
+		wantPair = regexp.MustCompile(`^` + local + ` \d+ -> ::1 (4[0-4]\d\d\d)$`)
+	}
+	if !wantPair.MatchString(final.RTP.Pair) {
+		cands, _ := b.wait(ctx, "candidates")
+		t.Errorf("the browser's ICE pair %q, want %v (its candidates: %s)", final.RTP.Pair, wantPair, cands.Cause)
+	}
 	if ipv6 {
 		mediaAnchored(t, trunk, "127.0.0.1")
 		c := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)[0]
@@ -411,6 +502,9 @@ func webrtcBrowserCallsTrunk(t *testing.T, ipv6 bool) {
 // (two re-INVITEs through the gateway); the call goes on with media both
 // ways after it, on the same DTLS-SRTP transport.
 func TestWebRTCHold(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
 	h.RequirePeer(t, "baresip")
 	h.RequirePeer(t, "chromium")
 	trunk := webrtcTrunk(t)
@@ -468,6 +562,9 @@ func TestWebRTCHold(t *testing.T) {
 // TestWebRTCTrunkCallsBrowser: the trunk calls the registered browser
 // user by name; the page answers; RTP flows both ways.
 func TestWebRTCTrunkCallsBrowser(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
 	h.RequirePeer(t, "baresip")
 	h.RequirePeer(t, "chromium")
 	trunk := webrtcTrunk(t)
@@ -506,6 +603,9 @@ func TestWebRTCTrunkCallsBrowser(t *testing.T) {
 // whose SDP announces a DTLS fingerprint that is not its certificate's is
 // cut off at the handshake; each is journaled with its rule.
 func TestWebRTCRefusals(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
 	h.RequirePeer(t, "baresip")
 	h.RequirePeer(t, "chromium")
 	t.Run("origin", func(t *testing.T) {

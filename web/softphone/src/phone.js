@@ -61,11 +61,18 @@ function meter(stream, key, el) {
 }
 
 async function rtpStats(pc) {
-  const out = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0, codec: '' };
+  const out = { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0, codec: '', pair: '' };
   if (!pc) return out;
   const report = await pc.getStats();
   const codecs = {};
   report.forEach((s) => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
+  // The ICE pair in use: where the media goes.
+  report.forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+      const l = report.get(s.localCandidateId), r = report.get(s.remoteCandidateId);
+      if (l && r) out.pair = (l.address || l.ip) + ' ' + l.port + ' -> ' + (r.address || r.ip) + ' ' + r.port;
+    }
+  });
   report.forEach((s) => {
     if (s.kind !== 'audio') return;
     if (s.type === 'outbound-rtp') { out.sent += s.packetsSent || 0; out.bytesSent += s.bytesSent || 0; out.codec = codecs[s.codecId] || out.codec; }
@@ -91,6 +98,9 @@ function watch(s) {
   // tamper_fingerprint=1 (tests only) announces a DTLS fingerprint that is
   // not the browser's: the gateway must refuse the handshake.
   s.on('sdp', (e) => {
+    if (e.originator === 'local' && params.get('report')) {
+      report('candidates', { cause: e.sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate')).join(' | ') });
+    }
     if (params.get('tamper_fingerprint') === '1' && e.originator === 'local') {
       const fake = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, '0').toUpperCase()).join(':');
       e.sdp = e.sdp.replace(/a=fingerprint:sha-256 [0-9A-Fa-f:]+/g, 'a=fingerprint:sha-256 ' + fake);
