@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,10 @@ func newBrowser(t testing.TB) *browser {
 	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 	se.SetIncludeLoopbackCandidate(true)
+	// The gateway's answer carries no a=ssrc and no mid header extension
+	// (the SIP side has neither): pion then needs this to take the
+	// trunk's stream by its payload type, as Chromium does by itself.
+	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
 	api := pion.NewAPI(pion.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(pion.Configuration{})
 	if err != nil {
@@ -161,20 +166,28 @@ func runHandshake(t *testing.T, tamper bool) (recvKeys mediaKeys, sock net.Packe
 	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: ans}); err != nil {
 		t.Fatalf("pion refused the answer: %v\n%s", err, ans)
 	}
-	stopSend := make(chan struct{})
-	t.Cleanup(func() { close(stopSend) })
+	t.Cleanup(sendSamples(t, b))
+	recv, _, err := tr.handshake(context.Background())
+	return recv, tee.rest, err
+}
+
+// sendSamples has the browser send an Opus frame every 20 ms until the
+// returned function is called.
+func sendSamples(t testing.TB, b *browser) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
-			case <-stopSend:
+			case <-done:
 				return
 			case <-tick.C:
 				_ = b.track.WriteSample(media.Sample{Data: []byte{0xf8, 0xff, 0xfe}, Duration: 20 * time.Millisecond})
 			}
 		}
 	}()
-	recv, _, err := tr.handshake(context.Background())
-	return recv, tee.rest, err
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }
