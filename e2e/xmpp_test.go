@@ -332,6 +332,24 @@ func (s *rawStream) until(ns, name string) (*wire.Element, string) {
 	}
 }
 
+// saslOutcome reads until the server's SASL success or failure and
+// returns which, or why the stream ended.
+func (s *rawStream) saslOutcome() string {
+	for {
+		it, err := s.r.Next()
+		if err != nil {
+			return "eof:" + err.Error()
+		}
+		if it.Kind == wire.KindElement && it.El.Name.Space == "urn:ietf:params:xml:ns:xmpp-sasl" &&
+			(it.El.Name.Local == "success" || it.El.Name.Local == "failure") {
+			return it.El.Name.Local
+		}
+		if it.Kind == wire.KindElement && it.El.Is(wire.NSStream, "error") {
+			return "stream error"
+		}
+	}
+}
+
 // streamError reads until the stream error and returns its condition.
 func (s *rawStream) streamError() string {
 	_, cond := s.until("-", "-")
@@ -576,18 +594,36 @@ func TestXMPPProxyBruteForce(t *testing.T) {
 	}
 	xtxs(t, g, journal.TxFilter{Rule: "xmpp/sasl-failure", Src: src}, func(txs []core.Transaction) bool { return len(txs) == 3 })
 
-	// Harvesting: one source, many accounts.
-	g2 := startXMPPGW(t, h.ProsodyConfig{}, "", "policies:\n  bruteforce: {source_failures: 100, harvest_users: 3, user_failures: 0}\n")
+	// Harvesting: one source, many accounts. bob and carol are tried
+	// without an initial response, the credentials in the <response/> to
+	// the empty challenge: the proxy still reads the usernames.
+	g2 := startXMPPGW(t, h.ProsodyConfig{}, "", "policies:\n  bruteforce: {source_failures: 100, harvest_users: 3, user_failures: 2}\n")
 	const src2 = "127.0.0.71"
-	for _, u := range []string{"alice", "bob", "carol"} {
+	for i, u := range []string{"alice", "bob", "carol"} {
 		s := dialRaw(t, g2.direct, src2, true)
 		s.send(t, xheader)
 		s.until(wire.NSStream, "features")
-		s.send(t, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"+base64.StdEncoding.EncodeToString([]byte("\x00"+u+"\x00nope"))+"</auth>")
+		cred := base64.StdEncoding.EncodeToString([]byte("\x00" + u + "\x00nope"))
+		if i == 0 {
+			s.send(t, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"+cred+"</auth>")
+		} else {
+			s.send(t, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'/>")
+			if _, cond := s.until("urn:ietf:params:xml:ns:xmpp-sasl", "challenge"); cond != "" {
+				t.Fatalf("%s: no empty challenge: %s", u, cond)
+			}
+			s.send(t, "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"+cred+"</response>")
+		}
 		if _, cond := s.until("urn:ietf:params:xml:ns:xmpp-sasl", "failure"); cond != "" {
 			t.Fatalf("%s: %s", u, cond)
 		}
 	}
+	xtxs(t, g2, journal.TxFilter{Rule: "xmpp/sasl-failure", Src: src2}, func(txs []core.Transaction) bool {
+		users := map[string]bool{}
+		for _, tx := range txs {
+			users[tx.From] = true
+		}
+		return users["alice@example.test"] && users["bob@example.test"] && users["carol@example.test"]
+	})
 	deadline = time.Now().Add(10 * time.Second)
 	for !refusedAtConnect(g2.direct, src2) {
 		if time.Now().After(deadline) {
@@ -595,6 +631,54 @@ func TestXMPPProxyBruteForce(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+
+	// A mechanism whose username the proxy cannot read is neither offered
+	// nor relayed.
+	s := dialRaw(t, g2.direct, "127.0.0.72", true)
+	s.send(t, xheader)
+	f, _ := s.until(wire.NSStream, "features")
+	if m := f.Child("urn:ietf:params:xml:ns:xmpp-sasl", "mechanisms"); m == nil || len(m.Children) == 0 {
+		t.Fatalf("features %v: no mechanisms", f)
+	} else {
+		for _, x := range m.Children {
+			if x.Text != "PLAIN" && !strings.HasPrefix(x.Text, "SCRAM-") || strings.HasSuffix(x.Text, "-PLUS") {
+				t.Errorf("mechanism %s offered", x.Text)
+			}
+		}
+	}
+	s.send(t, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>")
+	if el, cond := s.until("urn:ietf:params:xml:ns:xmpp-sasl", "failure"); cond != "" || el.Child("urn:ietf:params:xml:ns:xmpp-sasl", "invalid-mechanism") == nil {
+		t.Fatalf("DIGEST-MD5: %v %s, want invalid-mechanism", el, cond)
+	}
+
+	// Per account: alice has failed once above (from src2); one more
+	// failure from another source reaches user_failures (2), and then
+	// her right password is refused from a third source while bob, who
+	// failed once only, still logs in from there.
+	s.send(t, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00wrong"))+"</auth>")
+	if _, cond := s.until("urn:ietf:params:xml:ns:xmpp-sasl", "failure"); cond != "" {
+		t.Fatalf("alice's second failure: %s", cond)
+	}
+	s.c.Close()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		s := dialRaw(t, g2.direct, "127.0.0.73", true)
+		s.send(t, xheader)
+		s.until(wire.NSStream, "features")
+		s.send(t, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00"+xmppUsers["alice"]))+"</auth>")
+		outcome := s.saslOutcome()
+		s.c.Close()
+		if outcome == "failure" {
+			break // locked out: refused although the password is right
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice not locked out after 2 failures: %s", outcome)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	xtxs(t, g2, journal.TxFilter{Rule: "bruteforce/user", Src: "127.0.0.73"}, func(txs []core.Transaction) bool { return len(txs) >= 1 })
+	s = dialRaw(t, g2.direct, "127.0.0.73", true)
+	s.login(t, "bob")
 }
 
 // scenarioUASMessage answers one SIP MESSAGE with 200.

@@ -141,6 +141,7 @@ const (
 	RuleConnections     = "xmpp/connections"
 	RuleUpstream        = "xmpp/upstream"
 	RuleSASLFailure     = "xmpp/sasl-failure"
+	RuleSASLMechanism   = "xmpp/sasl-mechanism"
 	RuleSequence        = "xmpp/sequence"
 	RuleBlocked         = "xmpp/blocked"
 )

@@ -62,6 +62,10 @@ type conn struct {
 	checked     bool // the stream event passed the pipeline
 	domain      string
 	bucket      bucket
+	// saslWait is the mechanism of an <auth/> that came without its
+	// initial response: the proxy answered the empty challenge itself and
+	// judges the client's next <response/> as that initial response.
+	saslWait string
 
 	wmu        sync.Mutex // client writes
 	headerSent bool       // under wmu: the client has a stream header (ours or the server's)
@@ -307,8 +311,22 @@ func (c *conn) onElement(it wire.Item) bool {
 	}
 	if !c.authed.Load() {
 		if el.Name.Space == nsSASL {
-			if el.Name.Local == "auth" {
-				return c.onAuth(it)
+			switch {
+			case el.Name.Local == "auth":
+				return c.onAuth(it.El, it.Raw)
+			case c.saslWait != "" && el.Name.Local == "response":
+				// The initial response the <auth/> lacked: judged and
+				// relayed as the <auth/> it completes.
+				mech := c.saslWait
+				c.saslWait = ""
+				auth := &wire.Element{Name: xml.Name{Space: nsSASL, Local: "auth"},
+					Attr: []xml.Attr{{Name: xml.Name{Local: "mechanism"}, Value: mech}}, Text: el.Text}
+				return c.onAuth(auth, auth.Append(nil, nsClient))
+			case c.saslWait != "" && el.Name.Local == "abort":
+				c.saslWait = ""
+				return c.write("<failure xmlns='" + nsSASL + "'><aborted/></failure>")
+			case c.saslWait != "":
+				return c.refuseStream("invalid-xml", RuleSequence, core.ReasonMalformed, "SASL element out of sequence", el.Name.Local)
 			}
 			return c.toServer(it.Raw)
 		}
@@ -346,11 +364,26 @@ func (c *conn) startTLS() bool {
 
 // onAuth judges a SASL <auth/>: the username it offers goes through the
 // pipeline (a locked-out user or source ends here), then to the server.
-func (c *conn) onAuth(it wire.Item) bool {
-	mech := it.El.Get("mechanism")
-	user := saslUser(mech, it.El.Text)
+// Only mechanisms whose username the proxy reads are relayed (PLAIN,
+// SCRAM-*, and ANONYMOUS, which has none): with any other, failures could
+// not be counted per account. An <auth/> without its initial response is
+// answered with the empty challenge here, and the response that follows
+// is judged as its initial response (RFC 6120 section 6.4.2), so that a
+// client cannot hide the username from the proxy by sending it later.
+func (c *conn) onAuth(el *wire.Element, raw []byte) bool {
+	mech := el.Get("mechanism")
+	if !observable(mech) {
+		c.journal("auth", core.Verdict{Action: core.Refuse, Reason: core.ReasonUnsupported, Rule: RuleSASLMechanism,
+			Detail: "mechanism not relayed"}, "")
+		return c.write("<failure xmlns='" + nsSASL + "'><invalid-mechanism/></failure>")
+	}
+	if text := strings.TrimSpace(el.Text); text == "" && mech != "ANONYMOUS" {
+		c.saslWait = mech
+		return c.write("<challenge xmlns='" + nsSASL + "'>=</challenge>")
+	}
+	user := saslUser(mech, el.Text)
 	c.offer.Store(&offer{user, mech})
-	ev := c.event(core.KindRegister, "auth", len(it.Raw))
+	ev := c.event(core.KindRegister, "auth", len(raw))
 	ev.Credentials = &core.Credentials{Scheme: "sasl", Username: user, Method: mech}
 	ev.From = core.Identity{User: user, Domain: c.domain}
 	d := c.p.pipeline.Load().Run(context.Background(), &ev)
@@ -364,7 +397,7 @@ func (c *conn) onAuth(it wire.Item) bool {
 		c.journal("auth", d.Verdict, user)
 		return c.write("<failure xmlns='" + nsSASL + "'><not-authorized/></failure>")
 	}
-	return c.toServer(it.Raw)
+	return c.toServer(raw)
 }
 
 // onStanza checks a stanza's addresses, runs the pipeline on it and
@@ -781,20 +814,21 @@ func (c *conn) fromServer(u *upstream) {
 // STARTTLS (between proxy and server) is hidden, the proxy's own offered
 // on a client stream that is not encrypted yet, SASL2 (XEP-0388) is hidden
 // so that clients authenticate with RFC 6120 SASL, which the proxy
-// observes, and SASL mechanisms with
-// channel binding (-PLUS) are hidden, since the client's TLS channel ends
-// at the proxy.
+// observes, and only the SASL mechanisms the proxy reads usernames of are
+// offered (see observable): not those with channel binding (-PLUS), since
+// the client's TLS channel ends at the proxy, nor EXTERNAL, DIGEST-MD5,
+// OAuth and the like.
 func (c *conn) features(el *wire.Element, raw []byte) []byte {
 	starttls := el.Child(nsTLS, "starttls") != nil || el.Child(nsSASL2, "authentication") != nil
-	plus := false
+	hidden := false
 	if m := el.Child(nsSASL, "mechanisms"); m != nil {
 		for _, x := range m.Children {
-			if strings.HasSuffix(strings.TrimSpace(x.Text), "-PLUS") {
-				plus = true
+			if !observable(strings.TrimSpace(x.Text)) {
+				hidden = true
 			}
 		}
 	}
-	if !starttls && !plus && c.encrypted {
+	if !starttls && !hidden && c.encrypted {
 		return raw
 	}
 	out := &wire.Element{Name: el.Name, Attr: el.Attr}
@@ -808,7 +842,7 @@ func (c *conn) features(el *wire.Element, raw []byte) []byte {
 		case ch.Is(nsSASL, "mechanisms"):
 			m := &wire.Element{Name: ch.Name, Attr: ch.Attr, Text: ch.Text}
 			for _, x := range ch.Children {
-				if !strings.HasSuffix(strings.TrimSpace(x.Text), "-PLUS") {
+				if observable(strings.TrimSpace(x.Text)) {
 					m.Children = append(m.Children, x)
 				}
 			}

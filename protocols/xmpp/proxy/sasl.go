@@ -6,6 +6,20 @@ import (
 	"unicode/utf8"
 )
 
+// observable reports whether the proxy reads the username a SASL
+// mechanism offers (PLAIN, SCRAM-* without channel binding), or the
+// mechanism has none (ANONYMOUS). Only these are offered and relayed:
+// the failures of any other could not be counted per account.
+func observable(mech string) bool {
+	switch {
+	case mech == "PLAIN", mech == "ANONYMOUS":
+		return true
+	case strings.HasPrefix(mech, "SCRAM-") && !strings.HasSuffix(mech, "-PLUS"):
+		return true
+	}
+	return false
+}
+
 // maxUser bounds the usernames the proxy remembers and journals.
 const maxUser = 128
 
