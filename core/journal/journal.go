@@ -51,7 +51,8 @@ type batch struct {
 	txs  []*core.Transaction
 	secs []*core.SecurityEvent
 	cdrs []*core.CDR
-	// msgs are captured instant messages; only the SQLite sink keeps them.
+	// msgs are captured instant messages; the SQLite sink (messages table)
+	// and the JSONL sink (type message) keep them, syslog does not.
 	msgs []*core.CapturedMessage
 }
 
@@ -204,7 +205,8 @@ func (j *Journal) Alert(e *core.SecurityEvent) {
 }
 
 // Message implements core.MessageJournal: it queues a copy of m for the
-// SQLite sink (the messages table), written with the next batch. Like
+// SQLite sink (the messages table) and the JSONL sink (a line of type
+// message), written with the next batch. Like
 // Alert it never waits: when the queue is full or the journal is closing
 // the message is dropped, counted, and the count logged at most once a
 // minute.

@@ -16,7 +16,21 @@ const (
 	TypeTransaction = "transaction"
 	TypeSecurity    = "security"
 	TypeCDR         = "cdr"
+	// TypeMessage is a captured instant message (core.CapturedMessage).
+	TypeMessage = "message"
 )
+
+// msgLine is a captured message's line. Its own "type" is the record
+// type: the message's (chat, normal, ...) is "message_type".
+type msgLine struct {
+	Type string `json:"type"`
+	*core.CapturedMessage
+	MessageType string `json:"message_type,omitempty"`
+}
+
+func encodeMsg(m *core.CapturedMessage) ([]byte, error) {
+	return json.Marshal(msgLine{Type: TypeMessage, CapturedMessage: m, MessageType: m.Type})
+}
 
 // txLine, secLine and cdrLine are the JSON forms of the records: the record's own
 // fields after a "type" field.
@@ -78,6 +92,10 @@ func (s *jsonlSink) write(b *batch) (txErr, secErr, cdrErr error) {
 	}
 	if len(b.secs) > 0 {
 		secErr = s.lines(len(b.secs), func(i int) ([]byte, error) { return encodeSec(b.secs[i]) }, false)
+	}
+	if len(b.msgs) > 0 {
+		// Counted with the transactions, as the SQLite sink does.
+		txErr = errors.Join(txErr, s.lines(len(b.msgs), func(i int) ([]byte, error) { return encodeMsg(b.msgs[i]) }, false))
 	}
 	if len(b.cdrs) > 0 {
 		cdrErr = s.lines(len(b.cdrs), func(i int) ([]byte, error) { return encodeCDR(b.cdrs[i]) }, true)

@@ -3,7 +3,10 @@ package journal
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +60,51 @@ func TestMessages(t *testing.T) {
 	}
 	if m := got[1]; m.Time.IsZero() || m.Body != "" || m.To != "carol@example.com" {
 		t.Errorf("second = %+v", m)
+	}
+}
+
+// TestMessagesJSONL: captured messages are lines of type message in the
+// JSONL file too, with every field (the message's own type as
+// message_type).
+func TestMessagesJSONL(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.JSONL.Path = "journal.jsonl"
+	j := open(t, cfg, dir)
+	want := core.CapturedMessage{Time: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), Protocol: "xmpp", Src: "192.0.2.7:5347",
+		From: "xmpp:juliet@example.com/phone", To: "sip:alice@sip.example.com", ID: "m1", Type: "chat", Size: 5, Body: "hello"}
+	j.Message(&want)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "journal.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []core.CapturedMessage
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var head struct{ Type string }
+		if err := json.Unmarshal([]byte(line), &head); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if head.Type != TypeMessage {
+			continue
+		}
+		var m struct {
+			core.CapturedMessage
+			MessageType string `json:"message_type"`
+		}
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		m.CapturedMessage.Type = m.MessageType
+		got = append(got, m.CapturedMessage)
+	}
+	if len(got) != 1 || !got[0].Time.Equal(want.Time) {
+		t.Fatalf("message lines %+v", got)
+	}
+	got[0].Time = want.Time
+	if got[0] != want {
+		t.Errorf("message line\n got %+v\nwant %+v", got[0], want)
 	}
 }
