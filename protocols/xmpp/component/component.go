@@ -43,6 +43,8 @@ type Component struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sem    chan struct{}
+	mu     sync.Mutex
+	lanes  map[string][]func() // the work waiting, per pair, behind the one running
 }
 
 // New validates cfg and prepares the component; Start connects it.
@@ -67,7 +69,7 @@ func New(cfg Config, deps core.Deps) (*Component, error) {
 	}
 	c := &Component{cfg: cfg, deps: deps, log: log.With("component", "xmpp-component"), domain: d,
 		server: netip.MustParseAddrPort(cfg.Server), secret: secret, peers: map[string]bool{},
-		ready: make(chan struct{}), sem: make(chan struct{}, cfg.MaxInFlight)}
+		ready: make(chan struct{}), sem: make(chan struct{}, cfg.MaxInFlight), lanes: map[string][]func(){}}
 	for _, p := range cfg.PeerDomains {
 		c.peers[strings.ToLower(p)] = true
 	}
@@ -145,6 +147,11 @@ func (c *Component) session() error {
 	if err != nil {
 		return err
 	}
+	// Close may come between the handshake and Serve, before the session
+	// is stored for it to close: the connection is closed with the
+	// component's context whatever the state.
+	stop := context.AfterFunc(c.ctx, func() { conn.Close() })
+	defer stop()
 	s, err := mcomp.NewSession(ctx, c.domain, c.secret, conn)
 	if err != nil {
 		conn.Close()
@@ -185,8 +192,8 @@ type inPresence struct {
 	Statuses []inText `xml:"status"`
 }
 
-// handle decodes a stanza and hands it to a goroutine of its own, so that
-// a slow delivery never holds the stream (and never holds the output
+// handle decodes a stanza and hands it to a goroutine (see dispatch), so
+// that a slow delivery never holds the stream (and never holds the output
 // lock a delivery the other way needs). MaxInFlight bounds them.
 func (c *Component) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), t))
@@ -208,20 +215,136 @@ func (c *Component) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement
 			return nil
 		}
 		work = func() { c.onPresence(&p) }
+	case "iq":
+		var q inIQ
+		if err := d.Decode(&q); err != nil {
+			return nil
+		}
+		return c.onIQ(t, &q)
 	default:
-		return nil // iq: Serve answers service-unavailable
+		return nil
 	}
+	c.dispatch(pairOf(start), work)
+	return nil
+}
+
+// pairOf names the sender and recipient of a stanza, as bare JIDs
+// written as the server wrote them: the stanzas between two parties are
+// handled in the order they came.
+func pairOf(start *xml.StartElement) string {
+	var from, to string
+	for _, a := range start.Attr {
+		switch a.Name.Local {
+		case "from":
+			from = a.Value
+		case "to":
+			to = a.Value
+		}
+	}
+	from, _, _ = strings.Cut(from, "/")
+	to, _, _ = strings.Cut(to, "/")
+	return strings.ToLower(from) + "\x00" + strings.ToLower(to)
+}
+
+// dispatch runs work in the background after the work queued before it
+// for the same pair (RFC 6120 section 10.1: stanzas are processed in
+// order; Prosody acknowledges a subscription with an unavailable that
+// must not overtake the contact's available presence that follows), and
+// concurrently with the other pairs'. MaxInFlight bounds the work queued
+// and running: beyond it dispatch waits, and so does the stream.
+func (c *Component) dispatch(pair string, work func()) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-c.ctx.Done():
-		return nil
+		return
 	}
+	c.mu.Lock()
+	if q, ok := c.lanes[pair]; ok {
+		c.lanes[pair] = append(q, work)
+		c.mu.Unlock()
+		return
+	}
+	c.lanes[pair] = nil
 	c.wg.Add(1)
+	c.mu.Unlock()
 	go func() {
-		defer func() { <-c.sem; c.wg.Done() }()
-		work()
+		defer c.wg.Done()
+		for {
+			work()
+			<-c.sem
+			c.mu.Lock()
+			q := c.lanes[pair]
+			if len(q) == 0 {
+				delete(c.lanes, pair)
+				c.mu.Unlock()
+				return
+			}
+			work, q[0] = q[0], nil
+			c.lanes[pair] = q[1:]
+			c.mu.Unlock()
+		}
 	}()
-	return nil
+}
+
+// inIQ is what the component reads of an iq: its payload's name.
+type inIQ struct {
+	ID      string `xml:"id,attr"`
+	From    string `xml:"from,attr"`
+	To      string `xml:"to,attr"`
+	Type    string `xml:"type,attr"`
+	Payload struct {
+		XMLName xml.Name
+		Node    string `xml:"node,attr"`
+	} `xml:",any"`
+}
+
+// Namespaces of the queries the component answers.
+const (
+	nsDiscoInfo  = "http://jabber.org/protocol/disco#info"
+	nsDiscoItems = "http://jabber.org/protocol/disco#items"
+	nsPing       = "urn:xmpp:ping"
+)
+
+// onIQ answers what servers and clients ask the component's domain
+// itself: service discovery (XEP-0030: a gateway to SIP, XEP-0100
+// identity gateway/simple, no items) and ping (XEP-0199). Every other get
+// or set, and any to a user of the domain, is answered
+// service-unavailable (RFC 6120 section 8.2.3: an iq must be answered;
+// mellium's Serve answers only on client and server streams, not on a
+// component's).
+func (c *Component) onIQ(w xmlstream.TokenWriter, q *inIQ) error {
+	if q.Type != "get" && q.Type != "set" {
+		return nil // results and errors are never answered
+	}
+	from, errF := jid.Parse(q.From)
+	to, errT := jid.Parse(q.To)
+	iq := stanza.IQ{XMLName: xml.Name{Local: "iq"}, ID: q.ID, Type: stanza.ResultIQ, From: c.own(to, errT)}
+	if errF == nil {
+		iq.To = from
+	}
+	var payload xml.TokenReader
+	domain := errT == nil && to.Localpart() == "" && to.Resourcepart() == "" && strings.EqualFold(to.Domainpart(), c.cfg.Domain)
+	switch {
+	case !domain || q.Type != "get" || q.Payload.Node != "":
+		iq.Type, payload = stanza.ErrorIQ, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable}.TokenReader()
+	case q.Payload.XMLName == xml.Name{Space: nsDiscoInfo, Local: "query"}:
+		feature := func(v string) xml.TokenReader {
+			return xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Local: "feature"}, Attr: []xml.Attr{{Name: xml.Name{Local: "var"}, Value: v}}})
+		}
+		payload = xmlstream.Wrap(xmlstream.MultiReader(
+			xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Local: "identity"}, Attr: []xml.Attr{
+				{Name: xml.Name{Local: "category"}, Value: "gateway"}, {Name: xml.Name{Local: "type"}, Value: "simple"},
+				{Name: xml.Name{Local: "name"}, Value: "SIP"}}}),
+			feature(nsDiscoInfo), feature(nsDiscoItems), feature(nsPing),
+		), xml.StartElement{Name: xml.Name{Space: nsDiscoInfo, Local: "query"}})
+	case q.Payload.XMLName == xml.Name{Space: nsDiscoItems, Local: "query"}:
+		payload = xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: nsDiscoItems, Local: "query"}})
+	case q.Payload.XMLName == xml.Name{Space: nsPing, Local: "ping"}:
+	default:
+		iq.Type, payload = stanza.ErrorIQ, stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable}.TokenReader()
+	}
+	_, err := xmlstream.Copy(w, iq.Wrap(payload))
+	return err
 }
 
 // source is where interworked stanzas come from: the server.
@@ -249,7 +372,7 @@ func (c *Component) onMessage(m *inMessage, size int) {
 			return
 		}
 		typ, cond := stanzaCondition(v.Reason)
-		msg := stanza.Message{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "message"}, ID: m.ID, From: from, To: to} // Error swaps them
+		msg := stanza.Message{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "message"}, ID: m.ID, From: from, To: c.own(to, errT)} // Error swaps them
 		c.send(msg.Error(stanza.Error{Type: stanza.ErrorType(typ), Condition: stanza.Condition(cond)}))
 	}
 	switch {
@@ -307,6 +430,18 @@ func (c *Component) onMessage(m *inMessage, size int) {
 	c.journal(rec, core.Verdict{})
 }
 
+// own is the address an error answer to a stanza sent to `to` comes
+// from: to itself when it is of the component's domain, else the domain.
+// A component that sends from another domain has its stream closed by
+// the server (Prosody's invalid-from), which would cut interworking for
+// everyone.
+func (c *Component) own(to jid.JID, err error) jid.JID {
+	if err != nil || !strings.EqualFold(to.Domainpart(), c.cfg.Domain) {
+		return c.domain
+	}
+	return to
+}
+
 // onPresence carries presence from XMPP to the adapter serving its
 // domain (RFC 7248).
 func (c *Component) onPresence(p *inPresence) {
@@ -323,7 +458,7 @@ func (c *Component) onPresence(p *inPresence) {
 	reply := func(v core.Verdict) {
 		c.journal(rec, v)
 		typ, cond := stanzaCondition(v.Reason)
-		pr := stanza.Presence{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "presence"}, ID: p.ID, From: from, To: to} // Error swaps them
+		pr := stanza.Presence{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "presence"}, ID: p.ID, From: from, To: c.own(to, errT)} // Error swaps them
 		c.send(pr.Error(stanza.Error{Type: stanza.ErrorType(typ), Condition: stanza.Condition(cond)}))
 	}
 	if errT != nil {

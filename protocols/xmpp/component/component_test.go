@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -166,6 +168,28 @@ func TestComponentWithProsody(t *testing.T) {
 		t.Fatalf("bridge got %+v", got)
 	}
 
+	// Stanzas between two parties reach the bridge in the order they came.
+	for i := range 20 {
+		m := message{Message: stanza.Message{To: jid.MustParse("alice@sip.example.test"), Type: stanza.ChatMessage}, Body: fmt.Sprintf("n%d", i)}
+		if err := juliet.s.Encode(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		select {
+		case <-rec.got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the messages did not reach the bridge")
+		}
+	}
+	rec.mu.Lock()
+	for i, m := range rec.msgs[1:] {
+		if m.Body != fmt.Sprintf("n%d", i) {
+			t.Errorf("message %d on the bridge is %q", i, m.Body)
+		}
+	}
+	rec.mu.Unlock()
+
 	// Presence subscription XMPP -> bridge.
 	if err := juliet.s.Send(ctx, stanza.Presence{To: jid.MustParse("alice@sip.example.test"), Type: stanza.SubscribePresence}.Wrap(nil)); err != nil {
 		t.Fatal(err)
@@ -210,6 +234,26 @@ func TestComponentWithProsody(t *testing.T) {
 		t.Fatalf("error = %s, want item-not-found", s)
 	}
 
+	// Service discovery and ping of the component's domain are answered;
+	// an iq to a user of the domain is not served.
+	info := juliet.iq(ctx, t, "sip.example.test", "http://jabber.org/protocol/disco#info", "query")
+	if info.Type != "result" || len(info.Query.Identity) != 1 || info.Query.Identity[0].Category != "gateway" ||
+		info.Query.Identity[0].Type != "simple" || !slices.Contains(info.Query.features(), "http://jabber.org/protocol/disco#info") {
+		t.Fatalf("disco#info of the component: %+v", info)
+	}
+	if items := juliet.iq(ctx, t, "sip.example.test", "http://jabber.org/protocol/disco#items", "query"); items.Type != "result" {
+		t.Fatalf("disco#items of the component: %+v", items)
+	}
+	if ping := juliet.iq(ctx, t, "sip.example.test", "urn:xmpp:ping", "ping"); ping.Type != "result" {
+		t.Fatalf("ping of the component: %+v", ping)
+	}
+	if user := juliet.iq(ctx, t, "alice@sip.example.test", "http://jabber.org/protocol/disco#info", "query"); user.Type != "error" || user.Error.Cond.XMLName.Local != "service-unavailable" {
+		t.Fatalf("disco#info of a user of the domain: %+v", user)
+	}
+	if roster := juliet.iq(ctx, t, "sip.example.test", "jabber:iq:roster", "query"); roster.Type != "error" || roster.Error.Cond.XMLName.Local != "service-unavailable" {
+		t.Fatalf("a roster query to the component: %+v", roster)
+	}
+
 	// Delivery refusals of the component itself.
 	var de *core.DeliveryError
 	err = comp.DeliverMessage(ctx, &core.Message{From: core.Identity{User: "alice", Domain: "sip.example.test"},
@@ -222,6 +266,53 @@ func TestComponentWithProsody(t *testing.T) {
 	if !errors.As(err, &de) || de.Reason != core.ReasonMalformed {
 		t.Fatalf("from an invalid localpart: %v", err)
 	}
+
+}
+
+// iqAnswer is what the tests read of an iq's answer.
+type iqAnswer struct {
+	Type  string  `xml:"type,attr"`
+	Query iqQuery `xml:"query"`
+	Error struct {
+		Cond struct {
+			XMLName xml.Name
+		} `xml:",any"`
+	} `xml:"error"`
+}
+
+type iqQuery struct {
+	Identity []struct {
+		Category string `xml:"category,attr"`
+		Type     string `xml:"type,attr"`
+	} `xml:"identity"`
+	Feature []struct {
+		Var string `xml:"var,attr"`
+	} `xml:"feature"`
+}
+
+func (q iqQuery) features() []string {
+	var out []string
+	for _, f := range q.Feature {
+		out = append(out, f.Var)
+	}
+	return out
+}
+
+// iq sends a get with an empty <local xmlns=ns/> to addr and reads the
+// answer.
+func (c *client) iq(ctx context.Context, t *testing.T, to, ns, local string) iqAnswer {
+	t.Helper()
+	payload := xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: ns, Local: local}})
+	r, err := c.s.SendIQ(ctx, stanza.IQ{To: jid.MustParse(to), Type: stanza.GetIQ}.Wrap(payload))
+	if err != nil {
+		t.Fatalf("iq %s to %s: %v", ns, to, err)
+	}
+	defer r.Close()
+	var a iqAnswer
+	if err := xml.NewTokenDecoder(r).Decode(&a); err != nil {
+		t.Fatalf("iq %s to %s: answer: %v", ns, to, err)
+	}
+	return a
 }
 
 func TestEveryReasonMapped(t *testing.T) {
