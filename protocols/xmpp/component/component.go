@@ -428,6 +428,7 @@ func (c *Component) onMessage(m *inMessage, size int) {
 	}
 	rec.Elapsed = time.Since(t0)
 	c.journal(rec, core.Verdict{})
+	c.capture(rec.From, rec.To, m.ID, m.Type, body)
 }
 
 // own is the address an error answer to a stanza sent to `to` comes
@@ -538,12 +539,14 @@ func (c *Component) onPresence(p *inPresence) {
 func (c *Component) DeliverMessage(ctx context.Context, m *core.Message) error {
 	from, to, err := c.addresses(m.From, m.To)
 	rec := c.record("message", "", "", m.ID)
-	rec.From, rec.To, rec.Src = "bridge:"+m.From.String(), "xmpp:"+m.To.String(), m.Src.Addr.String()
+	rec.From, rec.To, rec.Src = c.peerOf(m.From.Domain)+":"+m.From.String(), "xmpp:"+m.To.String(), m.Src.Addr.String()
 	if err != nil {
 		c.journal(rec, verdictOf(err))
 		return err
 	}
-	rec.From, rec.To = "xmpp:"+from.String(), "xmpp:"+to.String()
+	// The sender as the other side names her (sip:alice@sip.example.com),
+	// the recipient as XMPP does.
+	rec.From, rec.To = c.peerOf(m.From.Domain)+":"+from.String(), "xmpp:"+to.String()
 	if len(m.Body) > c.cfg.MaxBody {
 		err := &core.DeliveryError{Reason: core.ReasonTooLarge, Detail: "body too large"}
 		c.journal(rec, verdictOf(err))
@@ -560,7 +563,35 @@ func (c *Component) DeliverMessage(ctx context.Context, m *core.Message) error {
 		return err
 	}
 	c.journal(rec, core.Verdict{})
+	c.capture(rec.From, rec.To, id, string(stanza.ChatMessage), m.Body)
 	return nil
+}
+
+// peerOf names the protocol of the adapter that serves domain on the
+// bridge ("sip"), for the records of what comes from it.
+func (c *Component) peerOf(domain string) string {
+	if d, ok := c.deps.Bridge.For(domain); ok && d != nil {
+		return protocolOf(d)
+	}
+	return "bridge"
+}
+
+// capture keeps an interworked message the component carried, as the
+// capture policy says, when the journal can keep messages.
+func (c *Component) capture(from, to, id, typ, body string) {
+	if !c.cfg.Capture.Enabled {
+		return
+	}
+	mj, ok := c.deps.Journal.(core.MessageJournal)
+	if !ok {
+		return
+	}
+	m := &core.CapturedMessage{Time: time.Now(), Protocol: "xmpp", Src: c.server.String(), From: from, To: to,
+		ID: truncate(id, 128), Type: truncate(typ, 16), Size: len(body)}
+	if c.cfg.Capture.Body {
+		m.Body = body
+	}
+	mj.Message(m)
 }
 
 // DeliverPresence implements core.Deliverer: presence from the bridge
@@ -568,12 +599,12 @@ func (c *Component) DeliverMessage(ctx context.Context, m *core.Message) error {
 func (c *Component) DeliverPresence(ctx context.Context, p *core.Presence) error {
 	from, to, err := c.addresses(p.From, p.To)
 	rec := c.record("presence", "", "", "")
-	rec.From, rec.To, rec.Src = "bridge:"+p.From.String(), "xmpp:"+p.To.String(), p.Src.Addr.String()
+	rec.From, rec.To, rec.Src = c.peerOf(p.From.Domain)+":"+p.From.String(), "xmpp:"+p.To.String(), p.Src.Addr.String()
 	if err != nil {
 		c.journal(rec, verdictOf(err))
 		return err
 	}
-	rec.From, rec.To = "xmpp:"+from.String(), "xmpp:"+to.String()
+	rec.From, rec.To = c.peerOf(p.From.Domain)+":"+from.String(), "xmpp:"+to.String()
 	pr := stanza.Presence{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "presence"}, ID: newID(), From: from, To: to}
 	var payload []xml.TokenReader
 	switch p.Kind {

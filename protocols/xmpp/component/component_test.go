@@ -3,10 +3,12 @@ package component
 import (
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"github.com/ucgate/ucgate/core"
+	"github.com/ucgate/ucgate/core/journal"
 	h "github.com/ucgate/ucgate/e2e/harness"
 )
 
@@ -131,7 +134,14 @@ func TestComponentWithProsody(t *testing.T) {
 	br.Serve("sip.example.test", rec)
 	cfg := Defaults()
 	cfg.Enabled, cfg.Server, cfg.Domain, cfg.Secret, cfg.PeerDomains = true, pr.ComponentAddr, "sip.example.test", "s3cret", []string{"example.test"}
-	comp, err := New(cfg, core.Deps{Bridge: br})
+	cfg.Capture = Capture{Enabled: true, Body: true}
+	dir := t.TempDir()
+	jr, err := journal.Open(journal.Defaults(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jr.Close()
+	comp, err := New(cfg, core.Deps{Bridge: br, Journal: jr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,6 +277,39 @@ func TestComponentWithProsody(t *testing.T) {
 		t.Fatalf("from an invalid localpart: %v", err)
 	}
 
+	// The capture policy kept both interworked messages that crossed, with
+	// both protocols' identities, and nothing of the refused ones.
+	comp.Close()
+	if err := jr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(dir, "journal.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT from_party, to_party, body FROM messages ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var captured []string
+	for rows.Next() {
+		var f, to, b string
+		if err := rows.Scan(&f, &to, &b); err != nil {
+			t.Fatal(err)
+		}
+		captured = append(captured, f+" > "+to+": "+b)
+	}
+	julietFull := "xmpp:juliet@example.test/" + juliet.s.LocalAddr().Resourcepart()
+	want := []string{julietFull + " > bridge:alice@sip.example.test: hello alice"}
+	for i := range 20 {
+		want = append(want, fmt.Sprintf("%s > bridge:alice@sip.example.test: n%d", julietFull, i))
+	}
+	want = append(want, "bridge:alice@sip.example.test > xmpp:juliet@example.test: hi juliet <&>")
+	if !slices.Equal(captured, want) {
+		t.Fatalf("captured:\n%s\nwant:\n%s", strings.Join(captured, "\n"), strings.Join(want, "\n"))
+	}
 }
 
 // iqAnswer is what the tests read of an iq's answer.

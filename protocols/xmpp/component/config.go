@@ -50,6 +50,22 @@ type Config struct {
 	// DeliveryTimeout bounds one delivery to the other adapter. Default 32s
 	// (SIP's transaction timeout).
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+	// Capture is the compliance capture of interworked messages, both
+	// ways, in the journal's messages table.
+	Capture Capture `yaml:"capture"`
+}
+
+// Capture is the compliance capture of the messages the component carries
+// across: each one delivered (XMPP to the other side, or the other side to
+// XMPP) is written to the journal's messages table with both protocols'
+// identities (from xmpp:juliet@example.com/phone to
+// sip:alice@sip.example.com, and back).
+type Capture struct {
+	// Enabled turns capture on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// Body keeps the message text; false keeps sender, recipient, time and
+	// size only. Default false.
+	Body bool `yaml:"body"`
 }
 
 // Defaults returns the section's defaults.
