@@ -59,7 +59,8 @@ const (
 )
 
 // startWebRTCGW starts the gateway with its default route to the trunk at
-// trunkAddr (baresip, which is also an upstream source and so may call the
+// trunkAddr over UDP (or, after a comma, the rest of its upstream's keys:
+// "addr, transport: tcp, srtp: sdes") (baresip, which is also an upstream source and so may call the
 // browser user by name) and the builtin echo as registrar. The browser
 // user needs its password. The WSS listeners allow the given origins,
 // by default only the gateway's own page.
@@ -82,6 +83,9 @@ func startWebRTCGWWith(t testing.TB, trunkAddr, policies string, origins ...stri
 	}
 	listenerExtra := fmt.Sprintf(", origins: [%q]", strings.Join(origins, `", "`))
 	trunk := fmt.Sprintf("address: %q, transport: udp", trunkAddr)
+	if addr, extra, ok := strings.Cut(trunkAddr, ","); ok {
+		trunk = fmt.Sprintf("address: %q,%s", addr, extra) // "addr, transport: tcp, srtp: sdes"
+	}
 	if trunkAddr == "" {
 		trunk = "builtin: echo" // the demo echo plays the trunk
 	}
@@ -496,6 +500,50 @@ func webrtcBrowserCallsTrunk(t *testing.T, ipv6 bool) {
 	if wss == 0 {
 		t.Errorf("no INVITE over WSS in the journal: %+v", invites)
 	}
+}
+
+// TestWebRTCBrowserSRTPTrunk: the trunk requires SDES-SRTP (baresip
+// with mediaenc=srtp-mand, upstream srtp: sdes, over TCP): DTLS-SRTP on the browser's
+// leg, SDES-SRTP on the trunk's, the tone intact.
+func TestWebRTCBrowserSRTPTrunk(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
+	h.RequirePeer(t, "baresip")
+	h.RequirePeer(t, "chromium")
+	trunk := startMediaUA(t, "trunk", "127.0.0.1", "callee", true, mediaCalleeHz)
+	// TCP to the trunk: with three SDES keys and the browser's headers
+	// the INVITE outgrows what sipgo sends over UDP (1300 bytes).
+	g := startWebRTCGW(t, trunk.SIPAddr+", transport: tcp, srtp: sdes")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	b := startWebRTCBrowser(t, g, url.Values{
+		"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword},
+		"target": {"sip:callee@127.0.0.1"}, "auto": {"1"}, "hangup_after": {"5000"},
+	})
+	final, err := b.wait(ctx, "final", "failed", "ended", "registrationFailed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trunk.event(ctx, "CALL_CLOSED"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("page: sent %d, received %d RTP packets (%s)", final.RTP.Sent, final.RTP.Received, final.RTP.Codec)
+	if final.RTP.Sent < 50 || final.RTP.Received < 50 {
+		t.Errorf("page RTP: sent %d, received %d", final.RTP.Sent, final.RTP.Received)
+	}
+	c := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)
+	if len(c) != 1 {
+		t.Fatalf("%d CDRs", len(c))
+	}
+	t.Logf("CDR: %s", mediaCDRText(c[0]))
+	if l := c[0].Legs[0]; l.MediaCrypto != "dtls-srtp" || !l.MediaEncrypted {
+		t.Errorf("browser leg %+v", l)
+	}
+	if l := c[0].Legs[1]; l.MediaCrypto != "sdes-srtp" || !l.MediaEncrypted {
+		t.Errorf("trunk leg %+v, want sdes-srtp", l)
+	}
+	mediaCheckRecording(t, trunk, webrtcBrowserHz, 3*time.Second, false)
 }
 
 // TestWebRTCHold: the browser puts the call on hold and takes it back
