@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"crypto/tls"
 	"encoding/xml"
 	"fmt"
@@ -71,6 +72,7 @@ xmpp:
     domain: %s
     secret: %s
     peer_domains: [%s]
+    capture: {enabled: true, body: true}
 %s`, e.udp, h.HostPort("127.0.0.1", regPort), iwSIPDomain, e.pr.ComponentAddr, iwSIPDomain, iwSecret, iwXMPPDomain, policies)
 	e.gw = h.StartGateway(t, h.GatewayConfig{YAML: yaml, UDP: []string{e.udp}})
 	t.Cleanup(func() {
@@ -332,6 +334,26 @@ func TestInterworkSIPAndXMPP(t *testing.T) {
 	find("the SUBSCRIBE to alice's phone", func(tx core.Transaction) bool {
 		return tx.Protocol == "sip" && tx.Method == "SUBSCRIBE" && tx.Status < 300 && strings.Contains(tx.Detail, "from juliet@"+iwXMPPDomain)
 	})
+
+	// The component's capture policy kept both messages, with both
+	// protocols' identities.
+	db, err := sql.Open("sqlite", filepath.Join(e.gw.DataDir, "journal.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, want := range [][3]string{
+		{"sip:alice@" + iwSIPDomain, "xmpp:juliet@" + iwXMPPDomain, "wherefore art thou, juliet"},
+		{"xmpp:juliet@" + iwXMPPDomain + "/", "sip:alice@" + iwSIPDomain, "on the balcony, alice"},
+	} {
+		var from, to string
+		if err := db.QueryRowContext(ctx, "SELECT from_party, to_party FROM messages WHERE body = ?", want[2]).Scan(&from, &to); err != nil {
+			t.Fatalf("message %q not captured: %v", want[2], err)
+		}
+		if !strings.HasPrefix(from, want[0]) || to != want[1] {
+			t.Errorf("message %q captured from %q to %q, want %s... to %s", want[2], from, to, want[0], want[1])
+		}
+	}
 }
 
 func iwTransactions(ctx context.Context, t *testing.T, g *h.Gateway) []core.Transaction {

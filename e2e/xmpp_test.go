@@ -225,6 +225,17 @@ func TestXMPPProxyChat(t *testing.T) {
 			t.Errorf("login record %+v", tx)
 		}
 	}
+	// Every stream, when it ends: source, account, TLS version and cipher.
+	xtxs(t, g, journal.TxFilter{Method: "stream"}, func(txs []core.Transaction) bool {
+		n := 0
+		for _, tx := range txs {
+			if tx.Encrypted && strings.HasPrefix(tx.Src, "127.0.0.1:") && (tx.From == "alice@example.test" || tx.From == "bob@example.test") &&
+				regexp.MustCompile(`^TLS 1\.[23] TLS_[A-Z0-9_]+ stanzas=[0-9]+$`).MatchString(tx.Detail) {
+				n++
+			}
+		}
+		return n >= 4
+	})
 	// The capture policy kept the message, with its body.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
