@@ -173,8 +173,10 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	st := tc.ConnectionState()
+	c.wmu.Lock() // Close (shutdown) may be writing to the client now
 	c.nc, c.encrypted = tc, true
 	c.tlsInfo = tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
+	c.wmu.Unlock()
 	return true
 }
 
@@ -559,7 +561,10 @@ func (c *conn) end() {
 			u.c.Close()
 		}
 		c.umu.Unlock()
-		c.nc.Close()
+		c.wmu.Lock()
+		nc := c.nc
+		c.wmu.Unlock()
+		nc.Close()
 		c.raw.Close()
 	})
 }
