@@ -489,6 +489,16 @@ func webrtcBrowserCallsTrunk(t *testing.T, ipv6 bool) {
 			t.Errorf("browser leg from %v, want ::1", c.Legs[0].Remote)
 		}
 	}
+	// The handshake is counted in the metrics.
+	if res, err := http.Get("http://" + g.admin + "/metrics"); err != nil {
+		t.Error(err)
+	} else {
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(body), `ucgate_webrtc_handshakes_total{result="ok"} 1`) {
+			t.Errorf("metrics do not count the handshake")
+		}
+	}
 	// The journal shows the browser's transactions over WSS.
 	invites := g.txs(t, journal.TxFilter{Method: "INVITE", Action: "allow"})
 	wss := 0

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/rtp"
 	pion "github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ucgate/ucgate/core"
 	"github.com/ucgate/ucgate/core/media"
@@ -20,6 +21,7 @@ import (
 // caller is a pion/webrtc peer going through a Leg, and whose callee is a
 // plain RTP socket playing the SIP trunk.
 type relayCall struct {
+	reg    *prometheus.Registry
 	call   *media.Call
 	leg    *Leg
 	trunk  *net.UDPConn
@@ -49,7 +51,8 @@ func newRelayCall(t *testing.T, b *browser, offer string) *relayCall {
 	}))
 	cfg := Defaults()
 	cfg.HandshakeTimeout = 5 * time.Second
-	legs, err := New(cfg, core.Deps{Alerts: alerts})
+	rc.reg = prometheus.NewRegistry()
+	legs, err := New(cfg, core.Deps{Alerts: alerts, Metrics: rc.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +165,9 @@ func TestLegThroughRelay(t *testing.T) {
 	}
 	st := rc.call.Stats()
 	t.Logf("relay stats: %+v", st)
+	if n := rc.handshakes(t, "ok"); n != 1 {
+		t.Errorf("%v handshakes counted ok, want 1", n)
+	}
 }
 
 // TestLegFingerprintMismatch: a browser whose description lies about its
@@ -200,9 +206,34 @@ func TestLegFingerprintMismatch(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("no security event")
 	}
+	if n := rc.handshakes(t, RuleFingerprint); n != 1 {
+		t.Errorf("%v handshakes counted %s, want 1", n, RuleFingerprint)
+	}
 	_ = rc.trunk.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	buf := make([]byte, 1500)
 	if n, _, err := rc.trunk.ReadFromUDPAddrPort(buf); err == nil {
 		t.Fatalf("the trunk received %d bytes from a refused browser", n)
 	}
+}
+
+// handshakes reads ucgate_webrtc_handshakes_total{result}.
+func (rc *relayCall) handshakes(t *testing.T, result string) float64 {
+	t.Helper()
+	fams, err := rc.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "ucgate_webrtc_handshakes_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pion/dtls/v3/pkg/crypto/fingerprint"
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ucgate/ucgate/core"
 	"github.com/ucgate/ucgate/core/media"
@@ -62,6 +63,9 @@ type Legs struct {
 	alerts *core.Alerts
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	handshakes *prometheus.CounterVec // by result: ok, or the rule that failed it
+	took       prometheus.Histogram   // from Start to the keys, successful ones
 }
 
 // New makes the gateway's DTLS identity.
@@ -77,8 +81,24 @@ func New(cfg Config, deps core.Deps) (*Legs, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	hs, err := core.RegisterMetric(deps.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ucgate_webrtc_handshakes_total",
+		Help: "ICE and DTLS handshakes of browser streams, by result: ok, webrtc/fingerprint, webrtc/dtls.",
+	}, []string{"result"}))
+	if err != nil {
+		return nil, err
+	}
+	took, err := core.RegisterMetric(deps.Metrics, prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ucgate_webrtc_handshake_seconds",
+		Help:    "Time from the answer to the SRTP keys of a browser stream (connectivity check and DTLS).",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}))
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Legs{cfg: cfg, cert: cert, log: log.With("adapter", "webrtc"), alerts: deps.Alerts, ctx: ctx, cancel: cancel}, nil
+	return &Legs{cfg: cfg, cert: cert, log: log.With("adapter", "webrtc"), alerts: deps.Alerts, ctx: ctx, cancel: cancel,
+		handshakes: hs, took: took}, nil
 }
 
 // Close stops every handshake in progress.
@@ -184,6 +204,8 @@ func (g *Leg) handshake(i int, t *transport) {
 	if err == nil {
 		err = g.call.SetKeys(g.role, i, recv, send)
 		if err == nil {
+			g.legs.handshakes.WithLabelValues("ok").Inc()
+			g.legs.took.Observe(time.Since(start).Seconds())
 			g.legs.log.Debug("dtls-srtp keyed", "session", g.session, "stream", i, "suite", recv.Suite, "took", time.Since(start))
 			return
 		}
@@ -200,6 +222,7 @@ func (g *Leg) handshake(i int, t *transport) {
 	if errors.Is(err, ErrFingerprint) {
 		rule = RuleFingerprint
 	}
+	g.legs.handshakes.WithLabelValues(rule).Inc()
 	peer := t.peer()
 	if !peer.IsValid() {
 		peer = g.src
