@@ -350,6 +350,11 @@ func webrtcCheckCall(t *testing.T, g *webrtcGW, final webrtcEvent, browserRole s
 // namespace.
 const webrtcNetnsEnv = "UCGATE_E2E_WEBRTC_NETNS"
 
+var (
+	webrtcNetnsProbe sync.Once
+	webrtcNetnsOK    bool
+)
+
 // webrtcULA is the IPv6 address the browser has in that namespace.
 const webrtcULA = "fd00:5ca1:ab1e::1"
 
@@ -372,6 +377,15 @@ func webrtcIsolated(t *testing.T) bool {
 		return false
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
+		return false
+	}
+	webrtcNetnsProbe.Do(func() {
+		// A container may forbid namespaces even to root: then the
+		// tests run here.
+		probe := exec.Command(unshare, "-n", "--", "sh", "-c", "ip link set lo up && ip link add v0 type veth peer name v1")
+		webrtcNetnsOK = probe.Run() == nil
+	})
+	if !webrtcNetnsOK {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
