@@ -253,8 +253,15 @@ func TestInterworkSIPAndXMPP(t *testing.T) {
 	juliet.wait(t, "alice's subscription request", func(s iwStanza) bool {
 		return s.name == "presence" && s.typ == "subscribe" && s.from == alice
 	})
+	// Pending until she allows it (the trace shows what baresip received).
+	if _, err := b.Proc.WaitLog(ctx, regexp.MustCompile(`Subscription-State: pending;expires=`)); err != nil {
+		t.Fatalf("no pending NOTIFY before juliet's approval: %v", err)
+	}
 	juliet.presence(ctx, t, alice, "subscribed")
 	contactStatus(ctx, t, b, "Online")
+	if _, err := b.Proc.WaitLog(ctx, regexp.MustCompile(`Subscription-State: active;expires=`)); err != nil {
+		t.Fatalf("no active NOTIFY after juliet's approval: %v", err)
+	}
 	juliet.presence(ctx, t, "", "", textElement("show", "dnd"), textElement("status", "in a meeting"))
 	contactStatus(ctx, t, b, "Busy")
 

@@ -25,9 +25,11 @@ import (
 //   - A SIP user watches a party of the other side (the gateway is the
 //     notifier): her SUBSCRIBE (Event: presence) to juliet@example.test is
 //     answered 200 with Expires once the other side took the
-//     core.PresenceSubscribe, followed by a NOTIFY with the last known
-//     state (closed if none); each core.PresenceUpdate from juliet to her
-//     becomes a NOTIFY with PIDF; her refresh gets a NOTIFY, her
+//     core.PresenceSubscribe, followed by a NOTIFY pending (closed) until
+//     juliet approves (core.PresenceSubscribed, or available presence to
+//     her), then active with the last known state (closed if none); each
+//     core.PresenceUpdate from juliet to her becomes a NOTIFY with PIDF;
+//     her refresh gets a NOTIFY, her
 //     un-SUBSCRIBE a terminating NOTIFY and a core.PresenceUnsubscribe to
 //     the other side; a lapsed subscription a NOTIFY terminated with
 //     reason timeout; juliet's core.PresenceUnsubscribed one with reason
@@ -66,13 +68,17 @@ type subscription struct {
 	// The notifier's side: state is what the next NOTIFY carries, src
 	// where it came from; ready says the SUBSCRIBE has its 2xx; dirty that
 	// a NOTIFY is due and sending that a sender runs; final is the
-	// reason of the terminating NOTIFY once the subscription ends.
-	state   presenceInfo
-	src     core.Source
-	ready   bool
-	dirty   bool
-	sending bool
-	final   string
+	// reason of the terminating NOTIFY once the subscription ends;
+	// approved says the party of the other side allowed it (subscribed,
+	// or available presence sent to the SIP user): until then the
+	// subscription is pending and its NOTIFYs show nothing of her.
+	state    presenceInfo
+	src      core.Source
+	ready    bool
+	dirty    bool
+	sending  bool
+	final    string
+	approved bool
 
 	// The subscriber's side: answered says the current SUBSCRIBE had its
 	// 2xx; held keeps the outbox until the first one (the subscribed goes
@@ -560,6 +566,12 @@ func (a *Adapter) subscribeToBridge(in *inbound, ev *core.Event) bool {
 	lg.remote.UriParams, lg.remote.Headers = nil, nil
 	s.lg = lg
 	s.state = a.subs.recall(s.pairKey())
+	// Another of her devices already watches with the party's approval.
+	for _, o := range a.subs.pair(s.pairKey()) {
+		o.mu.Lock()
+		s.approved = s.approved || o.approved
+		o.mu.Unlock()
+	}
 	ok200 := func() {
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 		res.To().Params.Add("tag", lg.localTag)
@@ -680,10 +692,23 @@ func (s *subscription) onSubscribe(in *inbound) {
 	}
 }
 
-// update sets the state the next NOTIFY carries.
+// update sets the state the next NOTIFY carries. Available presence sent
+// to the SIP user is an approval (XMPP sends it to subscribers, or to whom
+// the party chose); unavailable is not (Prosody acknowledges every
+// subscription request with one).
 func (s *subscription) update(p presenceInfo, src core.Source) {
 	s.mu.Lock()
 	s.state, s.src = p, src
+	s.approved = s.approved || p.Available
+	s.mu.Unlock()
+	s.changed()
+}
+
+// approve: the party of the other side allowed the subscription; it is
+// active from the next NOTIFY on.
+func (s *subscription) approve() {
+	s.mu.Lock()
+	s.approved = true
 	s.mu.Unlock()
 	s.changed()
 }
@@ -771,18 +796,28 @@ func (s *subscription) notifyLocked() *sip.Request {
 	}
 	out.AppendHeader(sip.NewHeader("Event", ev))
 	state := "terminated;reason=" + s.final
-	if s.final == "" {
+	info := s.state
+	switch {
+	case s.final == "" && s.approved:
 		left := int(math.Ceil(time.Until(s.expires).Seconds()))
 		state = "active;expires=" + strconv.Itoa(max(left, 0))
+	case s.final == "":
+		// RFC 6665 section 4.2.1.1, RFC 7248 section 6: pending until the
+		// other side approves; the PIDF shows her closed meanwhile.
+		left := int(math.Ceil(time.Until(s.expires).Seconds()))
+		state = "pending;expires=" + strconv.Itoa(max(left, 0))
+		info = presenceInfo{}
+	case !s.approved:
+		info = presenceInfo{}
 	}
 	out.AppendHeader(sip.NewHeader("Subscription-State", state))
 	out.AppendHeader(sip.NewHeader("User-Agent", a.cfg.UserAgent))
 	out.AppendHeader(sip.NewHeader("Content-Type", "application/pidf+xml"))
 	entity := "pres:" + sipUser(s.peer.User) + "@" + s.peer.Domain
-	body := buildPIDF(entity, s.state)
+	body := buildPIDF(entity, info)
 	// A datagram holds about 1300 bytes: over UDP a long status is cut
 	// (escaped, it may have grown five times) until the body fits in 600.
-	for st := s.state; lg.transport == "UDP" && len(body) > 600 && st.Status != ""; {
+	for st := info; lg.transport == "UDP" && len(body) > 600 && st.Status != ""; {
 		st.Status = cleanStatus(st.Status[:len(st.Status)/2])
 		body = buildPIDF(entity, st)
 	}
@@ -888,7 +923,7 @@ func (a *Adapter) notifySIP(ctx context.Context, p *core.Presence) error {
 		case core.PresenceUpdate:
 			s.update(info, p.Src)
 		case core.PresenceSubscribed:
-			s.changed()
+			s.approve()
 		case core.PresenceUnsubscribed:
 			s.end("rejected")
 		}

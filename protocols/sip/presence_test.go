@@ -331,8 +331,9 @@ func TestPresenceSIPWatcher(t *testing.T) {
 	if p.From.User != "alice" || p.From.Domain != bridgeDomain || p.To.User != "juliet" || p.To.Domain != xmppDomain || p.Src.Zone != "internet" {
 		t.Fatalf("subscribe: %+v", p)
 	}
+	// Pending until juliet approves.
 	n := recv(t, phone.notifys, "the first NOTIFY")
-	if st := n.GetHeader("Subscription-State").Value(); !strings.HasPrefix(st, "active;expires=") ||
+	if st := n.GetHeader("Subscription-State").Value(); !strings.HasPrefix(st, "pending;expires=") ||
 		n.GetHeader("Event").Value() != "presence;id=7" || n.CallID().Value() != req.CallID().Value() {
 		t.Fatalf("first NOTIFY:\n%s", n)
 	}
@@ -340,7 +341,16 @@ func TestPresenceSIPWatcher(t *testing.T) {
 		t.Fatalf("first NOTIFY's PIDF (%v): %s", err, n.Body())
 	}
 
-	// Juliet's updates become NOTIFYs with PIDF.
+	// Prosody acknowledges the request with unavailable: still pending.
+	if err := e.a.DeliverPresence(ctx, &core.Presence{Kind: core.PresenceUpdate, From: juliet, To: alice, Src: xmppSrc}); err != nil {
+		t.Fatal(err)
+	}
+	if n := recv(t, phone.notifys, "the NOTIFY of the acknowledgement"); !strings.HasPrefix(n.GetHeader("Subscription-State").Value(), "pending") {
+		t.Fatalf("unavailable approved the subscription:\n%s", n)
+	}
+
+	// Juliet's updates become NOTIFYs with PIDF; her available presence
+	// to alice approves the subscription.
 	err := e.a.DeliverPresence(ctx, &core.Presence{Kind: core.PresenceUpdate, From: juliet, To: alice, Available: true, Show: "dnd",
 		Status: "in a <meeting>", Src: xmppSrc})
 	if err != nil {
@@ -349,7 +359,7 @@ func TestPresenceSIPWatcher(t *testing.T) {
 	n = recv(t, phone.notifys, "the update's NOTIFY")
 	info, err := parsePIDF(n.Body())
 	if err != nil || info != (presenceInfo{Available: true, Show: "dnd", Status: "in a <meeting>"}) ||
-		n.ContentType().Value() != "application/pidf+xml" {
+		n.ContentType().Value() != "application/pidf+xml" || !strings.HasPrefix(n.GetHeader("Subscription-State").Value(), "active;expires=") {
 		t.Fatalf("update NOTIFY (%v) %+v:\n%s", err, info, n)
 	}
 	rec := e.j.find(t, "NOTIFY", func(r core.Transaction) bool {
@@ -400,9 +410,18 @@ func TestPresenceSIPWatcher(t *testing.T) {
 		t.Fatalf("short SUBSCRIBE: %d", res.StatusCode)
 	}
 	expectPresence(t, e.other.pres, core.PresenceSubscribe)
-	if info, _ := parsePIDF(recv(t, phone.notifys, "the first NOTIFY").Body()); !info.Available {
+	if info, _ := parsePIDF(recv(t, phone.notifys, "the first NOTIFY").Body()); info.Available {
+		t.Fatalf("a pending NOTIFY shows juliet: %+v", info)
+	}
+	// Juliet approves again (an XMPP server answers subscribed at once to
+	// a subscription it approved before).
+	if err := e.a.DeliverPresence(ctx, &core.Presence{Kind: core.PresenceSubscribed, From: juliet, To: alice, Src: xmppSrc}); err != nil {
+		t.Fatal(err)
+	}
+	n = recv(t, phone.notifys, "the NOTIFY of the approval")
+	if info, _ := parsePIDF(n.Body()); !info.Available || !strings.HasPrefix(n.GetHeader("Subscription-State").Value(), "active") {
 		// The last state juliet sent alice is what a new subscription starts with.
-		t.Fatalf("first NOTIFY of a new subscription: %+v", info)
+		t.Fatalf("NOTIFY of the approval: %+v\n%s", info, n)
 	}
 	if st := recv(t, phone.notifys, "the NOTIFY of the lapse").GetHeader("Subscription-State").Value(); st != "terminated;reason=timeout" {
 		t.Fatalf("lapse: %s", st)
