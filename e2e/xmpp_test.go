@@ -490,6 +490,7 @@ func TestXMPPProxyHostile(t *testing.T) {
 		{"stanza before auth", []string{xheader, "", "<message to='bob@example.test'><body>hi</body></message>"}, "not-authorized", "xmpp/unauthenticated", false},
 		{"iq before auth", []string{xheader, "", "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>"}, "not-authorized", "xmpp/unauthenticated", false},
 		{"unserved domain", []string{strings.Replace(xheader, "example.test", "other.test", 1)}, "host-unknown", "xmpp/host-unknown", false},
+		{"many small elements", []string{xheader, "", "<message>" + strings.Repeat("<a/>", 3000) + "</message>"}, "policy-violation", "xmpp/size", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := fmt.Sprintf("127.0.0.%d", 20+i)

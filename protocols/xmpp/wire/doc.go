@@ -12,8 +12,10 @@
 // instructions other than the XML declaration), XML that is not
 // well-formed or not namespace-well-formed (duplicate attributes, undeclared
 // prefixes, mismatched tags, invalid UTF-8), and input beyond its limits:
-// bytes per top-level element, element depth, attributes per element. No
-// input makes it hold more than Limits.MaxSize bytes of one element.
+// bytes per top-level element, element depth, attributes per element,
+// elements per top-level element. No input makes it hold more than
+// Limits.MaxSize bytes of one element, nor a tree of more than
+// Limits.MaxElements elements.
 //
 // It knows XML and the stream framing, nothing of stanza semantics: the
 // adapter decides what an element means. It must not import core or an

@@ -7,6 +7,14 @@ import (
 	"testing"
 )
 
+func count(e *Element) int {
+	n := 1
+	for _, c := range e.Children {
+		n += count(c)
+	}
+	return n
+}
+
 func depth(e *Element) int {
 	d := 0
 	for _, c := range e.Children {
@@ -49,6 +57,9 @@ func FuzzReader(f *testing.F) {
 			}
 			if d := depth(it.El); d > lim.MaxDepth {
 				t.Fatalf("depth %d over the limit", d)
+			}
+			if n := count(it.El); n > max(lim.MaxSize/32, 64) {
+				t.Fatalf("%d elements over the limit", n)
 			}
 			again, err := items(header+string(it.Raw), Limits{MaxSize: 1 << 20})
 			if !errors.Is(err, io.EOF) || len(again) != 2 || again[1].El.String() != it.El.String() {

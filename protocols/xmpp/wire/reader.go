@@ -57,6 +57,11 @@ type Limits struct {
 	// MaxAttrs is the most attributes of one element, namespace
 	// declarations included.
 	MaxAttrs int
+	// MaxElements is the most elements in one top-level element (itself
+	// included). Zero: MaxSize/32, at least 64. It bounds the memory of
+	// the tree: an element costs more than a hundred bytes in memory and
+	// four (<a/>) on the wire.
+	MaxElements int
 }
 
 // DefaultLimits are limits no chat client reaches: 256 KiB per stanza (as
@@ -73,6 +78,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxAttrs <= 0 {
 		l.MaxAttrs = d.MaxAttrs
+	}
+	if l.MaxElements <= 0 {
+		l.MaxElements = max(l.MaxSize/32, 64)
 	}
 	return l
 }
@@ -127,6 +135,7 @@ type Reader struct {
 	pendingDecl bool         // an XML declaration came: a header must follow
 	scope       []binding    // namespace bindings in force, innermost last
 	frames      []frame      // the open elements of the element being read
+	elements    int          // elements of the element being read
 	text        bytes.Buffer // character data of the innermost open element
 }
 
@@ -264,6 +273,7 @@ func (r *Reader) element(t xml.StartElement) (*Element, error) {
 		r.frames = r.frames[:0]
 	}()
 	r.text.Reset()
+	r.elements = 0
 	root, err := r.push(t)
 	if err != nil {
 		return nil, err
@@ -307,6 +317,9 @@ func (r *Reader) element(t xml.StartElement) (*Element, error) {
 
 // push opens an element inside the one being read.
 func (r *Reader) push(t xml.StartElement) (*Element, error) {
+	if r.elements++; r.elements > r.lim.MaxElements {
+		return nil, fmt.Errorf("%w: more than %d elements", ErrTooLarge, r.lim.MaxElements)
+	}
 	scope := len(r.scope)
 	el, err := r.build(t)
 	if err != nil {

@@ -108,6 +108,7 @@ func TestReaderRefusals(t *testing.T) {
 		{"xml declaration not before a header", header + `<?xml version='1.0'?><message/>`, ErrRestricted},
 		{"deep nesting", header + "<message>" + deep + "</message>", ErrTooDeep},
 		{"attributes", header + attrs, ErrAttributes},
+		{"many elements", header + "<message>" + strings.Repeat("<a/>", 9000) + "</message>", ErrTooLarge},
 		{"oversized stanza", header + "<message><body>" + strings.Repeat("x", 300<<10) + "</body></message>", ErrTooLarge},
 		{"oversized attribute", header + "<message to='" + strings.Repeat("x", 300<<10) + "'/>", ErrTooLarge},
 		{"oversized whitespace", header + strings.Repeat(" ", 300<<10), ErrTooLarge},
@@ -157,6 +158,14 @@ func TestReaderLimitsExact(t *testing.T) {
 		if _, err := r.Next(); err != nil {
 			t.Fatalf("element at the limit: %v", err)
 		}
+	}
+	r = NewReader(strings.NewReader(header+"<a><b/><b/><b/></a><a><b/><b/><b/><b/></a>"), Limits{MaxElements: 4})
+	r.Next()
+	if _, err := r.Next(); err != nil {
+		t.Fatalf("4 elements with limit 4: %v", err)
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("5 elements with limit 4: %v", err)
 	}
 	r = NewReader(strings.NewReader(header+"<a><b><c/></b></a>"), Limits{MaxDepth: 2})
 	r.Next()
