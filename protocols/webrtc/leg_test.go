@@ -73,14 +73,7 @@ func newRelayCall(t *testing.T, b *browser, offer string) *relayCall {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cand, ok := hostCandidate(mustParse(t, sipSide).MediaDescriptions[0].Attributes, src.Addr())
-	if !ok {
-		t.Fatalf("no host candidate in %s", sipSide)
-	}
-	opus := []core.Codec{{PT: 111, Name: "opus", Rate: 48000, Channels: 2}}
-	md := &core.MediaDesc{Streams: []core.Stream{{Type: "audio", Addr: cand, Protocol: "UDP/TLS/RTP/SAVPF", Direction: "sendrecv",
-		Codecs: opus, Fingerprint: "sha-256 x", ICE: true, RTCPMux: true}}}
-	out, err := rc.call.Offer(core.RoleCaller, md, media.PeerInfo{Addr: src, BehindNAT: true, SRTP: media.SRTPNone})
+	out, err := rc.call.Offer(core.RoleCaller, browserDesc(t, sipSide), media.PeerInfo{Addr: src, BehindNAT: true, SRTP: media.SRTPNone})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,13 +86,35 @@ func newRelayCall(t *testing.T, b *browser, offer string) *relayCall {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rc.trunk.Close() })
+	rc.answer(t, b)
+	rc.call.Answered()
+	return rc
+}
+
+var opus = []core.Codec{{PT: 111, Name: "opus", Rate: 48000, Channels: 2}}
+
+// browserDesc is the neutral description the SIP adapter reads from a
+// translated browser description.
+func browserDesc(t *testing.T, sipSide []byte) *core.MediaDesc {
+	t.Helper()
+	cand, ok := hostCandidate(mustParse(t, sipSide).MediaDescriptions[0].Attributes, netip.MustParseAddr("127.0.0.1"))
+	if !ok {
+		t.Fatalf("no host candidate in %s", sipSide)
+	}
+	return &core.MediaDesc{Streams: []core.Stream{{Type: "audio", Addr: cand, Protocol: "UDP/TLS/RTP/SAVPF", Direction: "sendrecv",
+		Codecs: opus, Fingerprint: "sha-256 x", ICE: true, RTCPMux: true}}}
+}
+
+// answer has the trunk answer the pending offer, starts the leg and gives
+// the browser the gateway's answer; it returns that answer.
+func (rc *relayCall) answer(t *testing.T, b *browser) string {
+	t.Helper()
 	trunkAddr := rc.trunk.LocalAddr().(*net.UDPAddr).AddrPort()
 	ans := &core.MediaDesc{Streams: []core.Stream{{Type: "audio", Addr: trunkAddr, Protocol: "RTP/AVP", Direction: "sendrecv", Codecs: opus}}}
 	back, err := rc.call.Answer(core.RoleCallee, ans, media.PeerInfo{Addr: trunkAddr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc.call.Answered()
 	if err := rc.leg.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +128,7 @@ func newRelayCall(t *testing.T, b *browser, offer string) *relayCall {
 	if err := b.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: string(answer)}); err != nil {
 		t.Fatalf("pion refused the answer: %v\n%s", err, answer)
 	}
-	return rc
+	return string(answer)
 }
 
 // TestLegThroughRelay: a pion/webrtc browser's call through a Leg and the
@@ -236,4 +251,80 @@ func (rc *relayCall) handshakes(t *testing.T, result string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestLegICERestart: the browser restarts ICE in a re-offer (new
+// credentials): the gateway answers with new credentials of its own,
+// checks with them are answered, and the media goes on over the same
+// DTLS-SRTP association.
+func TestLegICERestart(t *testing.T) {
+	b := newBrowser(t)
+	rc := newRelayCall(t, b, b.offer)
+	stop := sendSamples(t, b)
+	defer stop()
+	rc.waitTrunk(t, 5, 5*time.Second)
+	first := iceUfrag(rc.legFirstAnswer(t))
+	o, err := b.pc.CreateOffer(&pion.OfferOptions{ICERestart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := pion.GatheringCompletePromise(b.pc)
+	if err := b.pc.SetLocalDescription(o); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	sipSide, err := rc.leg.Remote([]byte(b.pc.LocalDescription().SDP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.call.Update(core.RoleCaller, browserDesc(t, sipSide), media.PeerInfo{Addr: netip.MustParseAddrPort("127.0.0.1:5062"), BehindNAT: true}); err != nil {
+		t.Fatal(err)
+	}
+	answer := rc.answer(t, b)
+	if u := iceUfrag(answer); u == "" || u == first {
+		t.Fatalf("the gateway answered an ICE restart with ufrag %q (before: %q)", u, first)
+	}
+	// The browser checks with the new credentials and keeps sending.
+	deadline := time.Now().Add(5 * time.Second)
+	for b.pc.ICEConnectionState() != pion.ICEConnectionStateConnected && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := b.pc.ICEConnectionState(); s != pion.ICEConnectionStateConnected {
+		t.Fatalf("ICE %s after the restart", s)
+	}
+	time.Sleep(300 * time.Millisecond)
+	rc.waitTrunk(t, 20, 5*time.Second)
+	select {
+	case r := <-rc.failed:
+		t.Fatalf("leg failed: %s", r)
+	default:
+	}
+}
+
+func (rc *relayCall) legFirstAnswer(t *testing.T) string {
+	t.Helper()
+	rc.leg.mu.Lock()
+	defer rc.leg.mu.Unlock()
+	return "a=ice-ufrag:" + rc.leg.loc.ufrag + "\r\n"
+}
+
+func iceUfrag(sdp string) string {
+	for _, l := range strings.Split(sdp, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "a=ice-ufrag:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// waitTrunk waits until the trunk received n more RTP packets.
+func (rc *relayCall) waitTrunk(t *testing.T, n int, d time.Duration) {
+	t.Helper()
+	buf := make([]byte, 1500)
+	_ = rc.trunk.SetReadDeadline(time.Now().Add(d))
+	for i := range n {
+		if _, _, err := rc.trunk.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatalf("the trunk received %d of %d packets: %v", i, n, err)
+		}
+	}
 }

@@ -153,8 +153,26 @@ func (g *Leg) Remote(body []byte) ([]byte, error) {
 		return nil, err
 	}
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	// New ICE credentials on a stream that runs: an ICE restart (the
+	// browser changed networks). The gateway takes new credentials too;
+	// DTLS and its keys stay.
+	restart := false
+	for i, p := range rd.streams {
+		if t := g.transports[i]; t != nil && p.ufrag != "" && p.ufrag != t.remoteUfrag() {
+			restart = true
+		}
+	}
+	if restart {
+		g.loc.ufrag, g.loc.pwd = randomICE(8), randomICE(24)
+		for i, t := range g.transports {
+			if i < len(rd.streams) && rd.streams[i].ufrag != "" {
+				t.restart(g.loc, rd.streams[i])
+			}
+		}
+		g.legs.log.Debug("ice restart", "session", g.session)
+	}
 	g.remote = rd
-	g.mu.Unlock()
 	return out, nil
 }
 
@@ -162,12 +180,12 @@ func (g *Leg) Remote(body []byte) ([]byte, error) {
 // or the answer to the browser's last description.
 func (g *Leg) Local(body []byte, offer bool) ([]byte, error) {
 	g.mu.Lock()
-	rd := g.remote
+	rd, loc := g.remote, g.loc
 	g.mu.Unlock()
 	if !offer && rd == nil {
 		return nil, fmt.Errorf("%w: answer without the browser's offer", ErrSDP)
 	}
-	return toBrowser(body, g.loc, rd, offer)
+	return toBrowser(body, loc, rd, offer)
 }
 
 // Start runs a transport on every stream that has the browser's

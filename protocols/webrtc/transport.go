@@ -116,11 +116,14 @@ func (t *transport) onSTUN(m *stun.Message, b []byte, src netip.AddrPort) {
 	if err := user.GetFrom(m); err != nil {
 		return
 	}
-	want := t.loc.ufrag + ":" + t.rem.ufrag
+	t.mu.Lock()
+	loc, remUfrag := t.loc, t.rem.ufrag
+	t.mu.Unlock()
+	want := loc.ufrag + ":" + remUfrag
 	if subtle.ConstantTimeCompare([]byte(user.String()), []byte(want)) != 1 {
 		return
 	}
-	if err := stun.NewShortTermIntegrity(t.loc.pwd).Check(m); err != nil {
+	if err := stun.NewShortTermIntegrity(loc.pwd).Check(m); err != nil {
 		return
 	}
 	if err := stun.Fingerprint.Check(m); err != nil {
@@ -128,7 +131,7 @@ func (t *transport) onSTUN(m *stun.Message, b []byte, src netip.AddrPort) {
 	}
 	res, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
 		&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())},
-		stun.NewShortTermIntegrity(t.loc.pwd), stun.Fingerprint)
+		stun.NewShortTermIntegrity(loc.pwd), stun.Fingerprint)
 	if err != nil {
 		return
 	}
@@ -153,6 +156,23 @@ func (t *transport) onSTUN(m *stun.Message, b []byte, src netip.AddrPort) {
 		}
 	}
 	_, _ = t.pc.WriteTo(res.Raw, net.UDPAddrFromAddrPort(src))
+}
+
+// restart takes new ICE credentials (an ICE restart, RFC 8445 9): checks
+// must use them from now on; the DTLS association and its keys stay, and
+// the addresses checked so far may still carry DTLS records until the
+// browser has moved.
+func (t *transport) restart(loc local, rem streamParams) {
+	t.mu.Lock()
+	t.loc.ufrag, t.loc.pwd = loc.ufrag, loc.pwd
+	t.rem.ufrag, t.rem.pwd = rem.ufrag, rem.pwd
+	t.mu.Unlock()
+}
+
+func (t *transport) remoteUfrag() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rem.ufrag
 }
 
 func (t *transport) checked(src netip.AddrPort) bool {
