@@ -688,7 +688,9 @@ func TestXMPPProxyBruteForce(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	xtxs(t, g2, journal.TxFilter{Rule: "bruteforce/user", Src: "127.0.0.73"}, func(txs []core.Transaction) bool { return len(txs) >= 1 })
+	xtxs(t, g2, journal.TxFilter{Rule: "bruteforce/user", Src: "127.0.0.73"}, func(txs []core.Transaction) bool {
+		return len(txs) >= 1 && txs[0].From == "alice@example.test"
+	})
 	s = dialRaw(t, g2.direct, "127.0.0.73", true)
 	s.login(t, "bob")
 }

@@ -396,7 +396,7 @@ func (c *conn) onAuth(el *wire.Element, raw []byte) bool {
 		if d.Delay > 0 {
 			time.Sleep(min(d.Delay, 5*time.Second)) // as the auth stage's uniform delay: the lockout looks like a wrong password
 		}
-		c.journal("auth", d.Verdict, user)
+		c.journal("auth", d.Verdict, "") // from the offer: user@domain, as the failures
 		return c.write("<failure xmlns='" + nsSASL + "'><not-authorized/></failure>")
 	}
 	return c.toServer(raw)
