@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"context"
-	"database/sql"
 	"crypto/tls"
+	"database/sql"
 	"encoding/xml"
 	"fmt"
 	"net"
