@@ -73,6 +73,9 @@ type dir struct {
 	// foreign, when set, takes the STUN and DTLS packets the leg sends
 	// (Call.PacketConn).
 	foreign atomic.Pointer[foreignConn]
+	// transform, when set, takes the direction's RTP instead of the
+	// relay, and the receiving leg's RTCP besides (Call.SetTransform).
+	transform atomic.Pointer[Transform]
 }
 
 // dirConfig is what a direction's readers need, rebuilt by every
@@ -431,6 +434,12 @@ func (r *reader) relayRTP(b []byte, src netip.AddrPort, now int64) {
 	d.rate.Store(rate)
 	d.lost.Store(r.rx.lost())
 	d.jitter.Store(math.Float64bits(r.rx.jitterMs()))
+	if t := d.transform.Load(); t != nil {
+		(*t).RTP(b)
+		d.packets.Add(1)
+		d.bytes.Add(uint64(wire))
+		return
+	}
 	if cfg.rtpEnc != nil {
 		sealed, err := cfg.rtpEnc.EncryptRTP(b, b, &r.hdr)
 		if err != nil {
@@ -499,7 +508,11 @@ func (r *reader) relayRTCP(b []byte, src netip.AddrPort, now int64, onRTP bool) 
 			return
 		}
 	}
-	// What this leg says it received is about the other direction.
+	// What this leg says it received is about the other direction, and
+	// so is its feedback: a transform there gets it.
+	if t := r.peer.transform.Load(); t != nil {
+		(*t).Feedback(b)
+	}
 	if rep, ok := findReport(b, r.peer.ssrc.Load()); ok {
 		r.peer.repLost.Store(uint64(max(rep.lost, 0)))
 		if rate := r.peer.rate.Load(); rate != 0 {

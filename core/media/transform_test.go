@@ -1,0 +1,118 @@
+package media
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+
+	"github.com/ucgate/ucgate/core"
+)
+
+// swapper is a transform that sends every packet on with its payload
+// reversed and its payload type changed, as a transcoder changes codecs,
+// and asks the sender for a keyframe on every PLI it gets.
+type swapper struct {
+	out      *TransformOut
+	feedback chan []byte
+}
+
+func (s *swapper) RTP(pkt []byte) {
+	b := bytes.Clone(pkt)
+	b[1] = b[1]&0x80 | 97
+	p := b[12:]
+	for i, j := 0, len(p)-1; i < j; i, j = i+1, j-1 {
+		p[i], p[j] = p[j], p[i]
+	}
+	s.out.RTP(b)
+}
+
+func (s *swapper) Feedback(pkt []byte) {
+	s.feedback <- bytes.Clone(pkt)
+	s.out.Upstream(pkt)
+}
+
+func TestTransformTakesOneDirection(t *testing.T) {
+	e, _ := newEngine(t, testConfig(100))
+	caller, callee := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	off, ans := audio(caller.addr), audio(callee.addr)
+	off.RTCPMux, ans.RTCPMux = true, true
+	cp := dial(t, e, nil, caller, callee, off, ans, PeerInfo{Addr: caller.addr}, PeerInfo{Addr: callee.addr})
+	sw := &swapper{feedback: make(chan []byte, 4)}
+	if err := cp.c.SetTransform(core.RoleCaller, 0, func(o *TransformOut) Transform { sw.out = o; return sw }); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.c.SetTransform(core.RoleCaller, 3, func(*TransformOut) Transform { return sw }); err == nil {
+		t.Fatal("a transform on a stream that does not exist was set")
+	}
+	// The caller's direction goes through the transform...
+	caller.send(rtpPkt(t, 0, 0x1111, 1, 160, []byte{1, 2, 3, 4}), cp.toCallee)
+	b, from := callee.mustRecv()
+	if from != cp.toCaller || b[1]&0x7f != 97 || !bytes.Equal(b[12:], []byte{4, 3, 2, 1}) {
+		t.Fatalf("callee got %x from %s, want the transformed packet from the relay", b, from)
+	}
+	// ...the callee's does not.
+	callee.send(rtpPkt(t, 0, 0x2222, 1, 160, []byte{1, 2, 3, 4}), cp.toCaller)
+	if b, _ := caller.mustRecv(); b[1]&0x7f != 0 || !bytes.Equal(b[12:], []byte{1, 2, 3, 4}) {
+		t.Fatalf("caller got %x, want the callee's packet unchanged", b)
+	}
+	// The callee's PLI reaches the transform as feedback, and the relay
+	// forwards it too; the transform's own PLI goes to the caller.
+	pli, err := (&rtcp.PictureLossIndication{SenderSSRC: 0x2222, MediaSSRC: 0x1111}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	callee.send(pli, cp.toCaller)
+	select {
+	case fb := <-sw.feedback:
+		if !bytes.Equal(fb, pli) {
+			t.Fatalf("feedback %x, want %x", fb, pli)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no feedback reached the transform")
+	}
+	for range 2 {
+		b, from := caller.mustRecv()
+		if from != cp.toCallee || !bytes.Equal(b, pli) {
+			t.Fatalf("caller got %x from %s, want the PLI from the relay", b, from)
+		}
+	}
+	// Cleared, the direction is relayed again.
+	cp.c.ClearTransform(core.RoleCaller, 0)
+	caller.send(rtpPkt(t, 0, 0x1111, 2, 320, []byte{1, 2, 3, 4}), cp.toCallee)
+	if b, _ := callee.mustRecv(); b[1]&0x7f != 0 || !bytes.Equal(b[12:], []byte{1, 2, 3, 4}) {
+		t.Fatalf("callee got %x after the transform was cleared", b)
+	}
+}
+
+// What a transform sends that is not RTP is dropped and counted.
+func TestTransformOutputMalformed(t *testing.T) {
+	e, _ := newEngine(t, testConfig(100))
+	caller, callee := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	cp := dial(t, e, nil, caller, callee, audio(caller.addr), audio(callee.addr), PeerInfo{Addr: caller.addr}, PeerInfo{Addr: callee.addr})
+	var out *TransformOut
+	if err := cp.c.SetTransform(core.RoleCallee, 0, func(o *TransformOut) Transform {
+		out = o
+		return &swapper{out: o, feedback: make(chan []byte, 1)}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out.RTP([]byte{1, 2}) // too short to be RTP: dropped, counted
+	deadline := time.Now().Add(time.Second)
+	for {
+		var got uint64
+		for _, s := range cp.c.Stats() {
+			if s.From == core.RoleCallee {
+				got = s.Dropped[RuleMalformed+"/transform"]
+			}
+		}
+		if got == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("malformed transform output not counted: %+v", cp.c.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
