@@ -49,6 +49,7 @@ type Adapter struct {
 	drops    *dropLog
 	dialogs  *dialogTable
 	bindings *bindingTable
+	tc       Transcoder // nil: no video transcoding (SetTranscoder)
 
 	// bridge carries messages and presence to the other adapters;
 	// bridgeDomain is the domain SIP users have there ("": none); subs

@@ -52,6 +52,9 @@ type call struct {
 	// rtc is the WebRTC side of a leg whose media is ICE and DTLS-SRTP
 	// (a browser); nil for a SIP leg.
 	rtc [2]WebRTCLeg
+	// tc is the call's video transcoding (transcode.go); nil until a
+	// description with a browser on one side passes.
+	tc *tcState
 }
 
 // target is where a new call or request goes.

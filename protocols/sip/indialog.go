@@ -422,6 +422,7 @@ func (c *call) end(status int, reason, by string) {
 		c.sess.UpdateLeg(core.RoleCallee, func(l *core.Leg) { l.MediaEncrypted = enc[sideB] })
 	}
 	var stats []core.MediaStats
+	c.stopTranscode()
 	if c.media != nil {
 		c.media.Close()
 		stats = c.media.Stats()

@@ -119,6 +119,9 @@ func (c *call) sdpBody(from int, offer bool, m message, to sip.Message) error {
 	if err != nil {
 		return &errMedia{488, "Not Acceptable Here", err}
 	}
+	if text, err = c.transcodeSDP(from, offer, rtcFrom != nil || rtcTo != nil, text); err != nil {
+		return err
+	}
 	if rtcTo != nil {
 		if text, err = rtcTo.Local(text, offer); err != nil {
 			return &errMedia{488, "Not Acceptable Here", err}
