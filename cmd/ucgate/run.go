@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -87,7 +88,27 @@ type gateway struct {
 
 	mu   sync.Mutex // guards pipe during a reload
 	pipe *pipeline
+
+	// realms are the auth stage's digest realms; a reload replaces them.
+	realms atomic.Pointer[map[string]bool]
 }
+
+// ownRealms collects the digest realms the auth stage challenges with:
+// credentials for them are the gateway's to check and never cross to an
+// upstream.
+func ownRealms(cfg Config) *map[string]bool {
+	a := cfg.Policies.Auth
+	m := map[string]bool{a.Realm: true}
+	for _, z := range a.Zones {
+		if z.Realm != "" {
+			m[z.Realm] = true
+		}
+	}
+	return &m
+}
+
+// ownRealm reports whether realm is one of the auth stage's.
+func (gw *gateway) ownRealm(realm string) bool { return (*gw.realms.Load())[realm] }
 
 // pipeline is a built pipeline with what must be undone when it retires.
 type pipeline struct {
@@ -118,6 +139,7 @@ func startGateway(ctx context.Context, cfg Config, log *slog.Logger) (*gateway, 
 
 func (gw *gateway) start(ctx context.Context) (err error) {
 	cfg, log := gw.cfg, gw.log
+	gw.realms.Store(ownRealms(cfg))
 	sip.TuneTimers() // before the echo upstream's user agent starts
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -174,7 +196,7 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("webrtc: %w", err)
 	}
-	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin, Media: gw.media, WebRTC: rtc}); err != nil {
+	if gw.sip, err = sip.New(cfg.SIP, deps, sip.Options{TLS: tlsConf, BuiltinAddr: builtin, Media: gw.media, WebRTC: rtc, OwnRealm: gw.ownRealm}); err != nil {
 		return err
 	}
 	gw.sip.SetPipeline(gw.pipe.Pipeline)
@@ -300,6 +322,7 @@ func (gw *gateway) reload(file string) error {
 	gw.setPluginPipeline(p.Pipeline)
 	gw.setXMPPPipeline(p.Pipeline)
 	gw.pipe, gw.triggers = p, t
+	gw.realms.Store(ownRealms(cfg))
 	if t != nil {
 		gw.alerts.Subscribe(t)
 	}

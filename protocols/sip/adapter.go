@@ -43,9 +43,11 @@ type Adapter struct {
 	routes    []route
 	registrar *upstream
 
-	streams  sync.Map      // "TCP/ip:port" -> *sip.ParserStream of an accepted connection
-	media    *media.Engine // nil: media passes end to end
-	rtc      WebRTC        // nil: no browser media
+	streams sync.Map      // "TCP/ip:port" -> *sip.ParserStream of an accepted connection
+	media   *media.Engine // nil: media passes end to end
+	rtc     WebRTC        // nil: no browser media
+	// ownRealm says which digest realms are the gateway's (Options.OwnRealm).
+	ownRealm func(realm string) bool
 	drops    *dropLog
 	dialogs  *dialogTable
 	bindings *bindingTable
@@ -90,6 +92,11 @@ type Options struct {
 	// WebRTC terminates browsers' ICE and DTLS-SRTP (with Media); nil
 	// refuses offers keyed by DTLS.
 	WebRTC WebRTC
+	// OwnRealm reports whether a digest realm is one of the gateway's
+	// (the auth stage's). Credentials for such a realm never cross to
+	// another leg; nil treats every realm as the gateway's, so no
+	// credentials cross.
+	OwnRealm func(realm string) bool
 }
 
 // ErrNoListener reports that an upstream cannot be reached from any listener.
@@ -120,6 +127,7 @@ func New(cfg Config, deps core.Deps, opts Options) (*Adapter, error) {
 		tlsConf:   opts.TLS,
 		media:     opts.Media,
 		rtc:       opts.WebRTC,
+		ownRealm:  opts.OwnRealm,
 		byLocal:   map[string]*listener{},
 		upstreams: map[string]*upstream{},
 		dialogs:   newDialogTable(),

@@ -327,7 +327,7 @@ func (c *call) attempt(in *inbound, lb *leg, canceled <-chan struct{}) outcome {
 		v := sip.MaxForwardsHeader(min(mf.Val()-1, 70))
 		reqB.ReplaceHeader(&v)
 	}
-	copySafe(reqA, reqB, safeRequestHeaders)
+	c.a.copyRequest(reqA, reqB)
 	reqB.AppendHeader(sip.NewHeader("User-Agent", a.cfg.UserAgent))
 	if err := c.offerB(reqA, reqB); err != nil {
 		var me *errMedia

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
 )
 
 // Topology hiding works by omission: a header crosses from one leg to the
@@ -52,6 +53,40 @@ func copySafe(from message, to sip.Message, safe map[string]bool) {
 			to.AppendHeader(sip.HeaderClone(h))
 		}
 	}
+}
+
+// copyRequest appends clones of the request headers of from that may
+// cross to the other leg. Authorization and Proxy-Authorization cross
+// only when they answer a challenge of someone else's realm (a PBX behind
+// the gateway authenticating its users): credentials for one of the
+// gateway's own realms were checked here and stay on their leg, and so do
+// credentials that do not parse, so that an upstream never sees a user's
+// digest response for the gateway.
+func (a *Adapter) copyRequest(from message, to sip.Message) {
+	for _, h := range from.Headers() {
+		n := lowerName(h.Name())
+		if !safeRequestHeaders[n] {
+			continue
+		}
+		if (n == "authorization" || n == "proxy-authorization") && !a.foreignCredentials(h.Value()) {
+			continue
+		}
+		to.AppendHeader(sip.HeaderClone(h))
+	}
+}
+
+// foreignCredentials reports whether a credentials header value parses
+// and names a realm that is not one of the gateway's.
+func (a *Adapter) foreignCredentials(v string) bool {
+	if len(v) > 4096 {
+		return false
+	}
+	c, err := digest.ParseCredentials(v)
+	if err != nil || c.Realm == "" {
+		return false
+	}
+	own := a.ownRealm
+	return own != nil && !own(c.Realm)
 }
 
 // lowerName lower-cases a header name without allocating for the common

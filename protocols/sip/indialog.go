@@ -179,7 +179,7 @@ func (c *call) forward(in *inbound, side int) {
 		c.ackedB = false
 	}
 	c.mu.Unlock()
-	copySafe(req, out, safeRequestHeaders)
+	c.a.copyRequest(req, out)
 	if err := c.sdpBody(side, c.isOffer(side), req, out); err != nil {
 		var me *errMedia
 		errors.As(err, &me)

@@ -215,7 +215,7 @@ func (a *Adapter) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	b.regCSeq++
 	out := lu.request(sip.REGISTER, b.regCSeq)
-	copySafe(req, out, safeRequestHeaders)
+	a.copyRequest(req, out)
 	out.AppendHeader(sip.NewHeader("User-Agent", a.cfg.UserAgent))
 	for _, c := range contacts {
 		ch := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: b.token, Host: lu.l.host, Port: lu.l.port}}

@@ -84,7 +84,7 @@ func (a *Adapter) relay(in *inbound) {
 		v := sip.MaxForwardsHeader(min(mf.Val()-1, 70))
 		out.ReplaceHeader(&v)
 	}
-	copySafe(req, out, safeRequestHeaders)
+	a.copyRequest(req, out)
 	out.AppendHeader(sip.NewHeader("User-Agent", a.cfg.UserAgent))
 	setBody(req, out, lg.l.host)
 	in.rec.PeerCall = lg.callID
