@@ -113,6 +113,7 @@ type Call struct {
 	timer    *time.Timer
 	ended    atomic.Bool
 	wg       sync.WaitGroup // readers
+	cname    string         // the CNAME of the gateway's own reports (SetFeedback)
 }
 
 // legState is what the call knows of one leg, whatever the stream.
@@ -151,6 +152,9 @@ type stream struct {
 	media   [2]legMedia
 	running bool
 	closed  bool
+	// fb, when set, is the gateway's own RTCP on the stream's DTLS leg
+	// (SetFeedback).
+	fb atomic.Pointer[feedback]
 }
 
 // legMedia is what one leg's latest description says about a stream.
@@ -704,6 +708,9 @@ func (c *Call) dropPending() {
 // closeStream closes a stream's sockets; its readers end on their own.
 func (c *Call) closeStream(st *stream) {
 	st.closed = true
+	if fb := st.fb.Load(); fb != nil {
+		fb.stop()
+	}
 	for _, d := range st.dirs {
 		if d != nil {
 			if f := d.foreign.Load(); f != nil {

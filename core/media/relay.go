@@ -434,12 +434,17 @@ func (r *reader) relayRTP(b []byte, src netip.AddrPort, now int64) {
 	d.rate.Store(rate)
 	d.lost.Store(r.rx.lost())
 	d.jitter.Store(math.Float64bits(r.rx.jitterMs()))
+	fb := r.st.fb.Load()
+	if fb != nil && fb.leg == d.from {
+		fb.received(&r.rx)
+	}
 	if t := d.transform.Load(); t != nil {
 		(*t).RTP(b)
 		d.packets.Add(1)
 		d.bytes.Add(uint64(wire))
 		return
 	}
+	octets := len(b) - p.HeaderLen
 	if cfg.rtpEnc != nil {
 		sealed, err := cfg.rtpEnc.EncryptRTP(b, b, &r.hdr)
 		if err != nil {
@@ -456,6 +461,10 @@ func (r *reader) relayRTP(b []byte, src netip.AddrPort, now int64) {
 	if _, err := r.out.rtp.WriteToUDPAddrPort(b, *dst); err != nil {
 		r.drop(RuleSend, src, now, false, "", nil)
 		return
+	}
+	if fb != nil && fb.leg != d.from {
+		// Sent to the DTLS leg: kept for its NACKs and sender reports.
+		fb.sentPacket(b, p.SSRC, p.Seq, p.Timestamp, octets, now)
 	}
 	d.packets.Add(1)
 	d.bytes.Add(uint64(wire))
@@ -507,6 +516,20 @@ func (r *reader) relayRTCP(b []byte, src netip.AddrPort, now int64, onRTP bool) 
 			r.drop(v.Rule, src, now, false, v.Detail, nil)
 			return
 		}
+	}
+	if fb := r.st.fb.Load(); fb != nil && fb.leg == d.from {
+		// The DTLS leg's NACKs are answered here and go no further.
+		if b = fb.fromLeg(b, now); len(b) == 0 {
+			d.rtcpMu.Unlock()
+			if cand {
+				r.latch(src)
+			}
+			r.lastSeen = now
+			d.lastRecv.Store(now)
+			return
+		}
+	} else if fb != nil {
+		fb.otherAt.Store(now) // the other leg reports itself
 	}
 	// What this leg says it received is about the other direction, and
 	// so is its feedback: a transform there gets it.
