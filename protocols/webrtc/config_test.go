@@ -18,3 +18,25 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigFeedback(t *testing.T) {
+	for _, n := range []int{-1, 3, 100, 1 << 15} {
+		c := Defaults()
+		c.NACKBuffer = n
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "nack_buffer: must be 0 or a power of two up to 16384, got") {
+			t.Errorf("nack_buffer %d: %v", n, err)
+		}
+	}
+	for _, d := range []time.Duration{-time.Second, time.Millisecond, 2 * time.Minute} {
+		c := Defaults()
+		c.RTCPInterval = d
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "rtcp_interval") {
+			t.Errorf("rtcp_interval %v: %v", d, err)
+		}
+	}
+	c := Defaults()
+	c.NACKBuffer, c.RTCPInterval = 0, 0
+	if err := c.Validate(); err != nil {
+		t.Errorf("no responder, no reports: %v", err)
+	}
+}

@@ -141,7 +141,7 @@ type Leg struct {
 // transport fails, with the rule and a detail for the journal.
 func (l *Legs) NewLeg(session core.SessionID, role string, call *media.Call, src netip.AddrPort, zone string, onFail func(rule, detail string)) *Leg {
 	return &Leg{legs: l, call: call, role: role, session: session, src: src, zone: zone, onFail: onFail,
-		loc:        local{ufrag: randomICE(8), pwd: randomICE(24), fingerprint: l.cert.fingerprint},
+		loc:        local{ufrag: randomICE(8), pwd: randomICE(24), fingerprint: l.cert.fingerprint, nack: l.cfg.NACKBuffer > 0},
 		transports: map[int]*transport{}}
 }
 
@@ -222,6 +222,7 @@ func (g *Leg) handshake(i int, t *transport) {
 	if err == nil {
 		err = g.call.SetKeys(g.role, i, recv, send)
 		if err == nil {
+			g.feedback(i)
 			g.legs.handshakes.WithLabelValues("ok").Inc()
 			g.legs.took.Observe(time.Since(start).Seconds())
 			g.legs.log.Debug("dtls-srtp keyed", "session", g.session, "stream", i, "suite", recv.Suite, "took", time.Since(start))
@@ -252,6 +253,25 @@ func (g *Leg) handshake(i int, t *transport) {
 	}
 	if g.onFail != nil {
 		g.onFail(rule, err.Error())
+	}
+}
+
+// feedback starts the gateway's own RTCP on stream i: the NACK
+// responder when both sides agreed on generic NACK (the gateway offers
+// it only with a cache), the reports when configured.
+func (g *Leg) feedback(i int) {
+	g.mu.Lock()
+	nack := g.loc.nack && g.remote != nil && i < len(g.remote.streams) && g.remote.streams[i].nacks()
+	g.mu.Unlock()
+	fb := media.Feedback{Reports: g.legs.cfg.RTCPInterval}
+	if nack {
+		fb.NACK = g.legs.cfg.NACKBuffer
+	}
+	if fb.NACK == 0 && fb.Reports == 0 {
+		return
+	}
+	if err := g.call.SetFeedback(g.role, i, fb); err != nil {
+		g.legs.log.Debug("no rtcp feedback", "session", g.session, "stream", i, "error", err)
 	}
 }
 

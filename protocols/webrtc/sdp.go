@@ -54,6 +54,7 @@ type streamParams struct {
 	fingerprints []certFP
 	setup        string // actpass, active, passive
 	mid          string
+	nack         map[string]bool // formats with generic NACK (rtcp-fb nack), "*" for all
 }
 
 type certFP struct{ alg, value string }
@@ -249,6 +250,14 @@ func paramsOf(attrs []sdp.Attribute, def streamParams) streamParams {
 			p.setup = strings.TrimSpace(a.Value)
 		case "mid":
 			p.mid = strings.TrimSpace(a.Value)
+		case "rtcp-fb":
+			// Generic NACK only: "nack" with no parameter (not "nack pli").
+			if f := strings.Fields(a.Value); len(f) == 2 && f[1] == "nack" && len(p.nack) < 64 {
+				if p.nack == nil {
+					p.nack = map[string]bool{}
+				}
+				p.nack[f[0]] = true
+			}
 		case "fingerprint":
 			alg, v, ok := strings.Cut(strings.TrimSpace(a.Value), " ")
 			if !ok {
@@ -308,7 +317,12 @@ func ipType(a netip.Addr) string {
 type local struct {
 	ufrag, pwd  string
 	fingerprint string // "sha-256 AB:CD:..."
+	nack        bool   // the gateway answers generic NACKs (Config.NACKBuffer)
 }
+
+// nacks reports whether a browser's stream asked for generic NACK on any
+// format.
+func (p streamParams) nacks() bool { return len(p.nack) > 0 }
 
 // toBrowser adds what a browser needs to reach the gateway to a
 // description the SIP adapter wrote for it (streams already pointed at
@@ -360,10 +374,19 @@ func toBrowser(body []byte, loc local, rd *remoteDesc, offer bool) ([]byte, erro
 		} else if ci := s.ConnectionInformation; ci != nil && ci.Address != nil {
 			host = ci.Address.Address
 		}
+		if loc.nack && (m.MediaName.Media == "audio" || m.MediaName.Media == "video") {
+			// Generic NACK: the gateway answers it from its cache of what
+			// it sent (core/media Feedback). Offered on every format;
+			// answered on those the browser offered it for.
+			for _, pt := range m.MediaName.Formats {
+				if offer || rd.streams[i].nack["*"] || rd.streams[i].nack[pt] {
+					attrs = append(attrs, sdp.NewAttribute("rtcp-fb", pt+" nack"))
+				}
+			}
+		}
 		if m.MediaName.Media == "video" {
 			// Picture loss and full intra requests: the relay forwards
 			// them to the SIP side, so that video recovers after a loss.
-			// No NACK: the gateway keeps no packets to send again.
 			for _, pt := range m.MediaName.Formats {
 				attrs = append(attrs, sdp.NewAttribute("rtcp-fb", pt+" nack pli"), sdp.NewAttribute("rtcp-fb", pt+" ccm fir"))
 			}

@@ -223,7 +223,8 @@ func TestToBrowser(t *testing.T) {
 	if o := string(out); !strings.Contains(o, "a=mid:audio") || !strings.Contains(o, "a=mid:video") || !strings.Contains(o, "a=setup:actpass") {
 		t.Errorf("re-offer:\n%s", o)
 	}
-	// Video gets picture loss and full intra requests, not NACK.
+	// Video gets picture loss and full intra requests; generic NACK
+	// only from a gateway that answers it (below).
 	video := strings.Replace(answer, "m=video 0 UDP/TLS/RTP/SAVPF 96\r\n", "m=video 40004 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\na=rtpmap:96 VP8/90000\r\n", 1)
 	out, err = toBrowser([]byte(video), loc, nil, true)
 	if err != nil {
@@ -231,6 +232,22 @@ func TestToBrowser(t *testing.T) {
 	}
 	if v := string(out); !strings.Contains(v, "a=rtcp-fb:96 nack pli") || !strings.Contains(v, "a=rtcp-fb:96 ccm fir") || strings.Contains(v, "a=rtcp-fb:96 nack\r\n") {
 		t.Errorf("video feedback:\n%s", v)
+	}
+	// With the responder: generic NACK offered on every format,
+	// answered on those the browser offered it for (Chrome: VP8 96 yes,
+	// PCMU 0 and the refused video's formats no).
+	loc.nack = true
+	out, _ = toBrowser([]byte(video), loc, nil, true)
+	if v := string(out); !strings.Contains(v, "a=rtcp-fb:96 nack\r\n") || !strings.Contains(v, "a=rtcp-fb:0 nack\r\n") {
+		t.Errorf("offer with a responder:\n%s", v)
+	}
+	_, rd, _ = fromBrowser(chromeOffer(t), netip.Addr{})
+	if !rd.streams[1].nacks() || rd.streams[0].nacks() || !rd.streams[1].nack["96"] || rd.streams[1].nack["102"] {
+		t.Errorf("the browser's generic nacks: audio %v, video %v", rd.streams[0].nack, rd.streams[1].nack)
+	}
+	out, _ = toBrowser([]byte(video), loc, rd, false)
+	if v := string(out); !strings.Contains(v, "a=rtcp-fb:96 nack\r\n") || strings.Contains(v, "a=rtcp-fb:0 nack\r\n") {
+		t.Errorf("answer with a responder:\n%s", v)
 	}
 	// A plain RTP stream cannot go to a browser.
 	if _, err := toBrowser([]byte(strings.Replace(answer, "40002 UDP/TLS/RTP/SAVPF", "40002 RTP/AVP", 1)), loc, nil, true); !errors.Is(err, ErrSDP) {
