@@ -1,6 +1,7 @@
 package media
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync"
 )
@@ -91,6 +92,8 @@ func (o *TransformOut) RTP(pkt []byte) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	ssrc, seq, ts := binary.BigEndian.Uint32(pkt[8:]), binary.BigEndian.Uint16(pkt[2:]), binary.BigEndian.Uint32(pkt[4:])
+	octets := len(pkt) - 12 - 4*int(pkt[0]&0x0f)
 	b := append(o.rbuf[:0], pkt...)
 	if cfg.rtpEnc != nil {
 		var err error
@@ -106,6 +109,12 @@ func (o *TransformOut) RTP(pkt []byte) {
 	}
 	if _, err := o.st.sides[1-o.from].rtp.WriteToUDPAddrPort(b, *dst); err != nil {
 		o.drop(d, RuleSend)
+		return
+	}
+	if fb := o.st.fb.Load(); fb != nil && fb.leg != o.from {
+		// Sent to the DTLS leg: kept for its NACKs and sender reports,
+		// as the relay keeps what it sends.
+		fb.sentPacket(b, ssrc, seq, ts, octets, o.c.e.now())
 	}
 }
 
