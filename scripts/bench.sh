@@ -615,6 +615,36 @@ wr_ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) 
   echo "  (pion's ICE agent paces its checks at 200 ms: the pion figure is bound by the client, Chromium's is not)"
 } | tee -a "$OUT/figures.txt"
 
+# ------------------------------- 2k. relay path to a browser, NACK cache on
+# Plain RTP from the SIP side to a DTLS-SRTP leg, one packet through the
+# relay's path: without the gateway's own RTCP, with a NACK cache of 256
+# packets, and with the reports running too. Medians of ns/op and
+# allocs/op, and the ratios to "off".
+FB_COUNT=5; (( QUICK )) && FB_COUNT=1
+log "media: BenchmarkRelayPathFeedback (-count $FB_COUNT)"
+timeout -k 10 300 go test -run '^$' -bench '^BenchmarkRelayPathFeedback$' -benchtime 200000x -benchmem -count "$FB_COUNT" \
+  ./core/media/ >"$OUT/feedback.txt" 2>&1 || log "feedback benchmark failed (see $OUT/feedback.txt)"
+{
+  echo
+  echo "== relay path to a browser leg: NACK cache off/on (medians of $FB_COUNT runs)"
+  awk '
+    $1 ~ /^BenchmarkRelayPathFeedback\// {
+      split($1, n, "/"); k = n[2]; sub(/-[0-9]+$/, "", k)
+      for (i = 3; i < NF; i++) v[k, $(i + 1)] = v[k, $(i + 1)] " " $i
+      seen[k] = 1
+    }
+    function median(s,   a, c, i, j, t) {
+      c = split(s, a, " "); if (c == 0) return 0
+      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+    }
+    END {
+      printf "  %-18s %10s %10s %12s\n", "", "ns/packet", "allocs", "ratio/off"
+      base = median(v["off", "ns/op"])
+      for (k in seen) printf "  %-18s %10.0f %10.0f %12.2f\n", k, median(v[k, "ns/op"]), median(v[k, "allocs/op"]), (base > 0) ? median(v[k, "ns/op"]) / base : 0
+    }' "$OUT/feedback.txt"
+} | tee -a "$OUT/figures.txt"
+
 # ------------------------------------------------------ 3. Go benchmarks
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
 # "go test -bench" output (when benchstat cannot be run).

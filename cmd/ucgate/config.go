@@ -99,6 +99,7 @@ func (c Config) Validate() error {
 		config.Nest("policies", c.Policies.Validate()), config.Nest("media", c.Media.Validate()),
 		config.Nest("webrtc", c.WebRTC.Validate()))
 	errs = append(errs, config.Nest("plugins", host.ValidateAll(c.Plugins)))
+	errs = append(errs, validateTranscoder(c))
 	errs = append(errs, config.Nest("xmpp", c.XMPP.Validate()), validateXMPPBridge(c))
 	return errors.Join(errs...)
 }

@@ -200,6 +200,9 @@ func (gw *gateway) start(ctx context.Context) (err error) {
 		return err
 	}
 	gw.sip.SetPipeline(gw.pipe.Pipeline)
+	if tc := gw.newTranscoder(); tc != nil {
+		gw.sip.SetTranscoder(tc)
+	}
 	if err := gw.startPlugins(ctx); err != nil {
 		return err
 	}

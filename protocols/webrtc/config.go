@@ -30,6 +30,11 @@ type Config struct {
 	// SIP side reports, its reports pass through instead. 0: none.
 	// Default 1s.
 	RTCPInterval time.Duration `yaml:"rtcp_interval"`
+	// Transcoder names the plugin (plugins section, kind: media, e.g.
+	// ucgate-transcode) that carries the video of calls whose browser
+	// and SIP sides share no codec (VP8 and H.264). Empty: none; such a
+	// video stream is refused by one side or the other.
+	Transcoder string `yaml:"transcoder"`
 }
 
 // Defaults returns the values used where the file says nothing.
