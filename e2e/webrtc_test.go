@@ -151,10 +151,11 @@ type webrtcEvent struct {
 	Code  int    `json:"code"`
 	Ms    int    `json:"ms"` // "media": from the INVITE to the first packet received
 	RTP   struct {
-		Sent     int    `json:"sent"`
-		Received int    `json:"received"`
-		Codec    string `json:"codec"`
-		Pair     string `json:"pair"` // the ICE pair in use: "local port -> remote port"
+		Sent     int            `json:"sent"`
+		Received int            `json:"received"`
+		Codec    string         `json:"codec"`
+		Pair     string         `json:"pair"`  // the ICE pair in use: "local port -> remote port"
+		Video    transcodeVideo `json:"video"` // with video=1 (transcode_test.go)
 	} `json:"rtp"`
 	Levels struct {
 		MicMax    float64 `json:"micMax"`
@@ -404,7 +405,7 @@ func webrtcIsolated(t *testing.T) bool {
 	out, err := cmd.CombinedOutput()
 	var keep []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "webrtc_test.go") || strings.HasPrefix(strings.TrimSpace(l), "--- ") {
+		if strings.Contains(l, "webrtc_test.go") || strings.Contains(l, "transcode_test.go") || strings.HasPrefix(strings.TrimSpace(l), "--- ") {
 			keep = append(keep, l)
 		}
 	}

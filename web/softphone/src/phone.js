@@ -2,7 +2,10 @@
 // URL parameters (for demos and tests) preset the fields and can drive
 // the page without clicks: server, uri, password, target, auto=1
 // (register, then call target if set), answer=1 (answer incoming calls),
-// hangup_after=ms, report=URL (POSTs every state change as JSON).
+// hangup_after=ms, report=URL (POSTs every state change as JSON),
+// video=1 (a camera too; video_codec=VP8 restricts it to one codec with
+// RTCRtpTransceiver.setCodecPreferences, as a browser that has only that
+// codec would offer and answer).
 import JsSIP from 'jssip';
 
 const $ = (id) => document.getElementById(id);
@@ -73,12 +76,75 @@ async function rtpStats(pc) {
       if (l && r) out.pair = (l.address || l.ip) + ' ' + l.port + ' -> ' + (r.address || r.ip) + ' ' + r.port;
     }
   });
+  // Video: frames sent and decoded, the codecs, and how the remote
+  // picture looks (mean and spread of its luma: a blank picture has
+  // none).
+  const v = { framesSent: 0, framesDecoded: 0, codecOut: '', codecIn: '', width: 0, height: 0 };
+  report.forEach((s) => {
+    if (s.kind !== 'video') return;
+    if (s.type === 'outbound-rtp') { v.framesSent += s.framesSent || s.framesEncoded || 0; v.codecOut = codecs[s.codecId] || v.codecOut; }
+    if (s.type === 'inbound-rtp') {
+      v.framesDecoded += s.framesDecoded || 0; v.codecIn = codecs[s.codecId] || v.codecIn;
+      v.width = s.frameWidth || v.width; v.height = s.frameHeight || v.height;
+    }
+  });
+  Object.assign(v, picture());
+  out.video = v;
   report.forEach((s) => {
     if (s.kind !== 'audio') return;
     if (s.type === 'outbound-rtp') { out.sent += s.packetsSent || 0; out.bytesSent += s.bytesSent || 0; out.codec = codecs[s.codecId] || out.codec; }
     if (s.type === 'inbound-rtp') { out.received += s.packetsReceived || 0; out.bytesReceived += s.bytesReceived || 0; }
   });
   return out;
+}
+
+// preferCodec restricts the video transceivers of pc to one codec (by
+// name: VP8, H264) before every offer and answer JsSIP makes.
+function preferCodec(pc, name) {
+  const want = 'video/' + name.toLowerCase();
+  const apply = () => {
+    const caps = (RTCRtpReceiver.getCapabilities('video') || { codecs: [] }).codecs
+      .filter((c) => c.mimeType.toLowerCase() === want);
+    pc.getTransceivers().forEach((t) => {
+      const kind = (t.receiver && t.receiver.track && t.receiver.track.kind) || (t.sender.track && t.sender.track.kind);
+      if (kind === 'video' && caps.length) t.setCodecPreferences(caps);
+    });
+  };
+  for (const m of ['createOffer', 'createAnswer']) {
+    const orig = pc[m].bind(pc);
+    pc[m] = (...a) => { apply(); return orig(...a); };
+  }
+}
+
+// remoteVideo is the element that shows the remote camera.
+function remoteVideo() {
+  let v = $('remoteVideo');
+  if (!v) {
+    v = document.createElement('video');
+    v.id = 'remoteVideo'; v.autoplay = true; v.muted = true; v.playsInline = true; v.width = 320;
+    document.body.appendChild(v);
+  }
+  return v;
+}
+
+// picture measures the remote video as drawn on a canvas: the mean and
+// standard deviation of its luma (0-255).
+function picture() {
+  const v = $('remoteVideo');
+  if (!v || !v.videoWidth) return { luma: 0, lumaStd: 0 };
+  const c = document.createElement('canvas');
+  c.width = 160; c.height = 120;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0, c.width, c.height);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let sum = 0, sq = 0;
+  const n = d.length / 4;
+  for (let i = 0; i < d.length; i += 4) {
+    const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+    sum += y; sq += y * y;
+  }
+  const mean = sum / n;
+  return { luma: Math.round(mean), lumaStd: Math.round(Math.sqrt(Math.max(0, sq / n - mean * mean))) };
 }
 
 function watch(s) {
@@ -88,8 +154,10 @@ function watch(s) {
   const attach = () => {
     const pc = s.connection;
     if (!pc) return;
+    if (params.get('video_codec')) preferCodec(pc, params.get('video_codec'));
     pc.addEventListener('track', (e) => {
       const stream = e.streams[0] || new MediaStream([e.track]);
+      if (e.track.kind === 'video') { remoteVideo().srcObject = stream; return; }
       $('remote').srcObject = stream;
       ctxs.push(meter(stream, 'remote', $('remoteLevel')));
     });
@@ -166,7 +234,7 @@ const audio = params.get('processing') === '0'
   ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false }
   : true;
 const callOptions = () => ({
-  mediaConstraints: { audio, video: false },
+  mediaConstraints: { audio, video: params.get('video') === '1' },
   pcConfig: { iceServers: [] },
 });
 
