@@ -22,7 +22,10 @@
 // packet. DTLS-SRTP (WebRTC) is keyed outside: for a leg negotiated as
 // SRTPDTLS the WebRTC adapter runs ICE and DTLS over Call.PacketConn
 // (the STUN and DTLS packets that reach the leg's relay port) and hands
-// the exported keys to Call.SetKeys.
+// the exported keys to Call.SetKeys. On such a leg the relay can also
+// speak RTCP itself (Call.SetFeedback): it answers the leg's NACKs from a
+// cache of what it sent and sends reports while the other leg sends
+// none.
 //
 // media imports core, core/config and the protocol-neutral media
 // libraries pion/rtp, pion/rtcp and pion/srtp; it must not import a

@@ -12,7 +12,10 @@
 // announced (fail closed), and gives the exported SRTP keys to the relay
 // (Call.SetKeys). RTP and RTCP never pass through this package: the relay
 // decrypts, checks and forwards them, RTCP reports and the picture loss
-// and full intra requests of video included, to the other leg.
+// and full intra requests of video included, to the other leg. Once a
+// stream is keyed it starts the relay's own RTCP toward the browser
+// (Call.SetFeedback): the NACK responder, when the descriptions agreed on
+// generic NACK, and reports while the SIP side sends none.
 //
 // The SIP adapter reaches this package through an interface of its own;
 // cmd/ucgate joins them.
