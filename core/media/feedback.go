@@ -219,9 +219,15 @@ func (fb *feedback) answer(part []byte, now int64) {
 	dst := fb.st.dirs[fb.leg].rtpDst.Load() // where the leg receives
 	fb.rtxMu.Lock()
 	defer fb.rtxMu.Unlock()
-	for fci := part[12:]; len(fci) >= 4; fci = fci[4:] {
+	// A NACK may name thousands of packets; more than the cache holds
+	// cannot all be there: the rest is not looked up.
+	budget := max(len(fb.slots), 17)
+	for fci := part[12:]; len(fci) >= 4 && budget > 0; fci = fci[4:] {
 		pair := rtcp.NackPair{PacketID: binary.BigEndian.Uint16(fci), LostPackets: rtcp.PacketBitmap(binary.BigEndian.Uint16(fci[2:]))}
 		pair.Range(func(seq uint16) bool {
+			if budget--; budget < 0 {
+				return false
+			}
 			n := 0
 			fb.mu.Lock()
 			if fb.slots != nil {

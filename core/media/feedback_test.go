@@ -128,6 +128,18 @@ func TestFeedbackNACK(t *testing.T) {
 	if fs.Retransmitted != 4 || fs.Missed != 2 {
 		t.Fatalf("feedback stats %+v, want 4 retransmitted, 2 missed (60, and 103 of another source)", fs)
 	}
+	// A NACK naming 3400 packets is looked up no further than the
+	// cache's size.
+	var pairs []rtcp.NackPair
+	for i := range 200 {
+		pairs = append(pairs, rtcp.NackPair{PacketID: uint16(20000 + 17*i), LostPackets: 0xffff})
+	}
+	d.rtcpFromBrowser(t, &rtcp.TransportLayerNack{SenderSSRC: 0xB0, MediaSSRC: 0x7001, Nacks: pairs})
+	eventually(t, "the long NACK read", func() bool { return d.c.FeedbackStats(0).Missed > fs.Missed })
+	d.browser.silent()
+	if got := d.c.FeedbackStats(0).Missed - fs.Missed; got != 64 {
+		t.Fatalf("a NACK of 3400 packets looked up %d, want the cache's 64", got)
+	}
 }
 
 // TestFeedbackReports: with the other leg silent on RTCP, the DTLS leg
