@@ -398,8 +398,18 @@ type tcTransform struct {
 	out atomic.Pointer[media.TransformOut]
 }
 
-// RTP implements media.Transform.
-func (t *tcTransform) RTP(pkt []byte) { t.s.Send(pkt, false) }
+// RTP implements media.Transform. A packet already in the codec the
+// receiver takes goes to it as it is (a sender may use any codec of the
+// offer whatever its answer said: Chromium sends the offer's first).
+func (t *tcTransform) RTP(pkt []byte) {
+	if pkt[1]&0x7f == t.pt {
+		if o := t.out.Load(); o != nil {
+			o.RTP(pkt)
+		}
+		return
+	}
+	t.s.Send(pkt, false)
+}
 
 // Feedback implements media.Transform.
 func (t *tcTransform) Feedback(pkt []byte) { t.s.Send(pkt, true) }
