@@ -66,6 +66,7 @@ type Engine struct {
 	// clock, when set (tests), replaces the monotonic clock of the relay:
 	// nanoseconds since base.
 	clock func() int64
+	fbm   *feedbackMetrics // counters of the calls' Feedback
 
 	mu     sync.Mutex
 	calls  map[*Call]struct{}
@@ -88,6 +89,11 @@ func New(cfg Config, deps core.Deps) (*Engine, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	e := &Engine{cfg: cfg, log: log, alerts: deps.Alerts, base: time.Now(), calls: map[*Call]struct{}{}}
+	fbm, err := newFeedbackMetrics(deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	e.fbm = fbm
 	for _, f := range []struct {
 		fam Family
 		fc  FamilyConfig

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/pion/rtcp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ucgate/ucgate/core"
 )
 
 // Feedback is the RTCP the gateway itself speaks on a DTLS-SRTP
@@ -55,6 +58,30 @@ const (
 	rtxBurst     = 64
 )
 
+// feedbackMetrics are the engine's counters of Feedback, over every call.
+type feedbackMetrics struct {
+	resent, missed, reports prometheus.Counter
+}
+
+func newFeedbackMetrics(reg prometheus.Registerer) (*feedbackMetrics, error) {
+	m := &feedbackMetrics{}
+	for _, c := range []struct {
+		to         *prometheus.Counter
+		name, help string
+	}{
+		{&m.resent, "ucgate_media_nack_retransmissions_total", "Packets the gateway sent a browser leg again, answering its NACKs."},
+		{&m.missed, "ucgate_media_nack_unanswered_total", "Packets a browser leg NACKed that the gateway could not send again (not or no longer cached, another SSRC, over the retransmission rate)."},
+		{&m.reports, "ucgate_media_rtcp_reports_sent_total", "Sender and receiver reports the gateway sent browser legs whose other leg sent no RTCP."},
+	} {
+		ctr, err := core.RegisterMetric(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: c.name, Help: c.help}))
+		if err != nil {
+			return nil, err
+		}
+		*c.to = ctr
+	}
+	return m, nil
+}
+
 // sentSlot is one packet of the cache.
 type sentSlot struct {
 	b    []byte // as sent; grows to the largest packet the slot has held
@@ -73,6 +100,7 @@ type feedback struct {
 	interval time.Duration
 	own      uint32 // the gateway's SSRC for receiver reports when the other leg's is unknown
 	cname    string
+	m        *feedbackMetrics // nil: none
 
 	mu    sync.Mutex // slots and sent
 	slots []sentSlot
@@ -139,7 +167,7 @@ func (c *Call) SetFeedback(role string, index int, f Feedback) error {
 		_, _ = crand.Read(b[:])
 		c.cname = "ucgate-" + hex.EncodeToString(b[:])
 	}
-	fb := &feedback{c: c, st: st, leg: l, interval: f.Reports, own: rand.Uint32(), cname: c.cname,
+	fb := &feedback{c: c, st: st, leg: l, interval: f.Reports, own: rand.Uint32(), cname: c.cname, m: c.e.fbm,
 		rtx: newBucket(rtxPerSecond, rtxBurst), rbuf: make([]byte, bufSize), done: make(chan struct{})}
 	if f.NACK > 0 {
 		fb.slots = make([]sentSlot, f.NACK)
@@ -237,18 +265,28 @@ func (fb *feedback) answer(part []byte, now int64) {
 			}
 			fb.mu.Unlock()
 			if n == 0 || dst == nil {
-				fb.missed.Add(1)
+				fb.miss()
 				return true
 			}
 			if !fb.rtx.allow(now, 1) {
-				fb.missed.Add(1)
+				fb.miss()
 				return true
 			}
 			if _, err := fb.st.sides[fb.leg].rtp.WriteToUDPAddrPort(fb.rbuf[:n], *dst); err == nil {
 				fb.resent.Add(1)
+				if fb.m != nil {
+					fb.m.resent.Inc()
+				}
 			}
 			return true
 		})
+	}
+}
+
+func (fb *feedback) miss() {
+	fb.missed.Add(1)
+	if fb.m != nil {
+		fb.m.missed.Inc()
 	}
 }
 
@@ -350,6 +388,9 @@ func (fb *feedback) report(now int64, wall time.Time) {
 	}
 	if _, err := conn.WriteToUDPAddrPort(out, *dst); err == nil {
 		fb.reported.Add(1)
+		if fb.m != nil {
+			fb.m.reports.Inc()
+		}
 	}
 }
 

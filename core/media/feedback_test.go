@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/srtp/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ucgate/ucgate/core"
 )
@@ -66,7 +67,12 @@ func (d *dtlsCall) rtcpFromBrowser(t *testing.T, pkts ...rtcp.Packet) {
 // with the very datagrams it sent, from its cache; the NACK itself does
 // not reach the other leg, the rest of its compound packet does.
 func TestFeedbackNACK(t *testing.T) {
-	e, _ := newEngine(t, testConfig(100))
+	reg := prometheus.NewRegistry()
+	e, err := New(testConfig(100), core.Deps{Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
 	d := newDTLSCall(t, e)
 	if err := d.c.SetFeedback(core.RoleCaller, 0, Feedback{NACK: 3}); err == nil {
 		t.Fatal("a cache of 3 packets accepted (not a power of two)")
@@ -140,6 +146,27 @@ func TestFeedbackNACK(t *testing.T) {
 	if got := d.c.FeedbackStats(0).Missed - fs.Missed; got != 64 {
 		t.Fatalf("a NACK of 3400 packets looked up %d, want the cache's 64", got)
 	}
+	for name, want := range map[string]float64{"ucgate_media_nack_retransmissions_total": 4, "ucgate_media_nack_unanswered_total": 66} {
+		if got := counter(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// counter reads a counter of reg by name.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
 }
 
 // TestFeedbackReports: with the other leg silent on RTCP, the DTLS leg
@@ -186,6 +213,9 @@ func TestFeedbackReports(t *testing.T) {
 	}
 	if sr == nil {
 		t.Fatal("no sender report for the 5 packets sent to the browser")
+	}
+	if n := d.c.FeedbackStats(0).Reports; n == 0 {
+		t.Error("no report counted")
 	}
 	if sr.SSRC != 0x7001 || sr.OctetCount != 5*160 || len(sr.Reports) != 1 {
 		t.Fatalf("sender report %+v", sr)
