@@ -22,6 +22,8 @@
 #   BENCH_OUT=DIR   results directory (default: a new temp dir)
 #   BENCH_BUDGET=S  Go benchmarks stop being started S seconds after the
 #                   start of the bench (default 1440: the whole bench < 25 min)
+#   BENCH_SECTIONS="S ..."  run only these sections (sip stages-off media
+#                   transcode xmpp plugins sipbridge webrtc feedback go)
 #   UCGATE_BIN=F    use this binary instead of building bin/ucgate
 #   ANCHORS=F       anchors script (default: ../shared/bench/anchors.sh)
 #   GW_PORT, UAS_PORT, ADMIN_PORT   ports (default 17050, 17070, 17096); the
@@ -44,6 +46,11 @@ OUT=${BENCH_OUT:-$(mktemp -d -t ucgate-bench.XXXXXX)}
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 BENCHSTAT=golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 T0=$(date +%s)
+
+# want SECTION: BENCH_SECTIONS (e.g. "xmpp webrtc go") lists the sections to
+# run; empty runs all: sip stages-off media transcode xmpp plugins sipbridge
+# webrtc feedback go.
+want() { [[ -z ${BENCH_SECTIONS:-} || " $BENCH_SECTIONS " == *" $1 "* ]]; }
 
 log() { printf '[bench %4ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 die() { echo "bench: error: $*" >&2; exit 1; }
@@ -154,6 +161,8 @@ start_gateway() {
 }
 
 # ------------------------------------------------------------- the gateway
+SIP_RC=0; GO_RC=0
+if want sip; then
 start_gateway on
 
 # ------------------------------------------------------- figures (shared)
@@ -357,8 +366,10 @@ fi
 
 stop_pid "$GW_PID"
 log "ucgate stopped"
+fi # sip
 
 # ------------------------------- 2c. the same gateway with every stage off
+if want stages-off; then
 # One shorter rate search of ucgate alone, to show what the security stages
 # cost: calls/s with every stage on (above) against every stage off.
 if [[ -f $ANCHORS ]]; then
@@ -382,8 +393,10 @@ if [[ -f $ANCHORS ]]; then
     fi
   } | tee -a "$OUT/figures.txt"
 fi
+fi # stages-off
 
 # ------------------------------------------------- 2d. the media relay
+if want media; then
 # ucgate's relay (core/media, real loopback sockets, 100 streams of 20 ms
 # G.711) in packets per CPU-second, beside rtpengine's user-space relay
 # measured on this box by ../shared/bench/rtpengine.sh, as a ratio.
@@ -424,8 +437,10 @@ fi
     awk -v a="$rtp" -v b="$fwd" 'BEGIN {printf "  %-52s %.2f\n", "ratio ucgate rtp / plain forwarder", a / b}'
   fi
 } | tee -a "$OUT/figures.txt"
+fi # media
 
 # ------------------------------------------- 2e. video transcoding
+if want transcode; then
 # The transcoder (package transcode: libvpx, openh264, libyuv; RTP in and
 # out, codecs single-threaded) in frames per CPU-second (one core) and the
 # time each frame spends in it, beside the ffmpeg command transcoding the
@@ -475,8 +490,10 @@ tc_ffmpeg() { # frames per CPU-second of one ffmpeg run: $1 input, rest: encoder
     done
   done
 } | tee -a "$OUT/figures.txt"
+fi # transcode
 
 # ------------------------------------------- 2g. XMPP proxy
+if want xmpp; then
 # Chat messages per second from one client to another through a Prosody
 # started by the benchmark: straight to Prosody's direct TLS port, and
 # through the gateway's XMPP proxy (direct TLS to ucgate, plain TCP to
@@ -504,8 +521,10 @@ if command -v prosody >/dev/null; then
 else
   log "xmpp: prosody not installed (scripts/deps.sh), skipped"
 fi
+fi # xmpp
 
 # ------------------------------------------- 2f. plugins
+if want plugins; then
 # One event through a stage plugin (a real process, gRPC over loopback
 # with mutual TLS) against the same check in process: medians of the
 # runs' ns/op, p50, p99 and allocations, and the ratio.
@@ -534,8 +553,10 @@ timeout -k 10 300 go test -run '^$' -bench '^BenchmarkStageRoundTrip$' -benchtim
           median(v["plugin", "p50-ns"]) / median(v["in-process", "p50-ns"]), median(v["plugin", "p99-ns"]) / median(v["in-process", "p99-ns"])
     }' "$OUT/plugins.txt"
 } | tee -a "$OUT/figures.txt"
+fi # plugins
 
 # ------------------------------------- 2i. SIP side of SIP<->XMPP interworking
+if want sipbridge; then
 # One-to-one messages through the SIP adapter, one at a time over loopback,
 # each answered: a SIP MESSAGE to the bridge, a core.Message to a SIP user,
 # and a SIP MESSAGE relayed SIP to SIP for comparison; medians of msgs/s
@@ -567,8 +588,10 @@ timeout -k 10 300 go test -run '^$' -bench '^Benchmark(BridgeMessage|PIDF)$' -be
       print "  (ratio: messages/s over a SIP MESSAGE relayed SIP to SIP)"
     }' "$OUT/sipbridge.txt"
 } | tee -a "$OUT/figures.txt"
+fi # sipbridge
 
 # ------------------------------------------- 2j. WebRTC (browsers)
+if want webrtc; then
 # DTLS handshakes per second (pion/dtls client against the gateway's
 # ICE-lite and DTLS transport on loopback); the time from the INVITE to
 # media flowing, with pion/webrtc as the browser (WS) beside a plain SIP
@@ -614,8 +637,10 @@ wr_ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) 
     "gateway RSS MB with the calls held, WebRTC" "$(wr_med "WebRTCConcurrentCalls/webrtc/calls=$WR_CALLS" MB-rss)"
   echo "  (pion's ICE agent paces its checks at 200 ms: the pion figure is bound by the client, Chromium's is not)"
 } | tee -a "$OUT/figures.txt"
+fi # webrtc
 
 # ------------------------------- 2k. relay path to a browser, NACK cache on
+if want feedback; then
 # Plain RTP from the SIP side to a DTLS-SRTP leg, one packet through the
 # relay's path: without the gateway's own RTCP, with a NACK cache of 256
 # packets, and with the reports running too. Medians of ns/op and
@@ -644,8 +669,10 @@ timeout -k 10 300 go test -run '^$' -bench '^BenchmarkRelayPathFeedback$' -bench
       for (k in seen) printf "  %-18s %10.0f %10.0f %12.2f\n", k, median(v[k, "ns/op"]), median(v[k, "allocs/op"]), (base > 0) ? median(v[k, "ns/op"]) / base : 0
     }' "$OUT/feedback.txt"
 } | tee -a "$OUT/figures.txt"
+fi # feedback
 
 # ------------------------------------------------------ 3. Go benchmarks
+if want go; then
 # median_table FILE: median ns/op, B/op and allocs/op per benchmark of a
 # "go test -bench" output (when benchstat cannot be run).
 median_table() {
@@ -707,6 +734,7 @@ else
     median_table "$OUT/gobench.txt"
   fi
 fi
+fi # go
 
 echo
 [[ -s $OUT/figures.txt ]] && cat "$OUT/figures.txt"
