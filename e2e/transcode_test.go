@@ -150,6 +150,29 @@ func startTranscodeEndpoint(t *testing.T) *transcodeEndpoint {
 	return &transcodeEndpoint{sipp: s, vport: vport}
 }
 
+// transcodeUACVideo is what the calling endpoint adds to its offer: H.264
+// only, in payload type 109.
+const transcodeUACVideo = `a=rtpmap:0 PCMU/8000
+      m=video [vport] RTP/AVP 109
+      a=rtpmap:109 H264/90000
+      a=fmtp:109 profile-level-id=42e01f;packetization-mode=1
+`
+
+// callTranscodeEndpoint makes the H.264-only endpoint call the browser
+// user through the gateway at gwAddr, from the SIP port port (the
+// gateway's trunk).
+func callTranscodeEndpoint(t *testing.T, gwAddr string, port, vport int) *transcodeEndpoint {
+	t.Helper()
+	scenario := strings.Replace(h.ScenarioUACWaitBye, "a=rtpmap:0 PCMU/8000\n", transcodeUACVideo, 1)
+	scenario = strings.Replace(scenario, `<recv request="BYE" />`, `<recv request="BYE" timeout="120000" />`, 1)
+	if scenario == h.ScenarioUACWaitBye {
+		t.Fatal("the UAC scenario has no audio line to add video to")
+	}
+	s := h.StartSipp(t, h.SippConfig{Name: "h264-caller", ScenarioXML: scenario, TraceMsg: true, Remote: gwAddr,
+		Port: port, Service: webrtcUser, Timeout: 3 * time.Minute, Args: []string{"-key", "vport", strconv.Itoa(vport)}})
+	return &transcodeEndpoint{sipp: s, vport: vport}
+}
+
 // relayVideoPort reads, from sipp's message log, the video port of the
 // gateway's offer: where the endpoint sends its video.
 func (e *transcodeEndpoint) relayVideoPort(t *testing.T) int {
@@ -165,12 +188,14 @@ func (e *transcodeEndpoint) relayVideoPort(t *testing.T) int {
 			t.Fatal(err)
 		}
 	}
-	m := regexp.MustCompile(`(?m)^m=video (\d+) RTP/AVP`).FindSubmatch(b)
-	if m == nil {
-		t.Fatalf("no video stream in the INVITE sipp got:\n%s", b)
+	// The endpoint's own description names vport; the gateway's, another.
+	for _, m := range regexp.MustCompile(`(?m)^m=video (\d+) RTP/AVP`).FindAllSubmatch(b, -1) {
+		if p, _ := strconv.Atoi(string(m[1])); p != e.vport {
+			return p
+		}
 	}
-	p, _ := strconv.Atoi(string(m[1]))
-	return p
+	t.Fatalf("no video stream from the gateway in sipp's messages:\n%s", b)
+	return 0
 }
 
 // transcodeFrame is one frame ffmpeg decoded: its time and picture
@@ -325,10 +350,48 @@ func TestTranscodeBrowserVP8ToH264Endpoint(t *testing.T) {
 		t.Fatalf("the browser sends %q, want video/VP8", v.CodecOut)
 	}
 
+	transcodeBothWays(t, ctx, b, ep, 127)
+
+	// The page hangs up; the CDR shows video relayed both ways.
+	if _, err := b.wait(ctx, "ended", "failed"); err != nil {
+		t.Fatal(err)
+	}
+	transcodeCheckCDR(t, g)
+}
+
+// transcodeCheckCDR checks the browser call's CDR: a normal end, video
+// relayed both ways.
+func transcodeCheckCDR(t *testing.T, g *webrtcGW) {
+	t.Helper()
+	c := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)[0]
+	t.Logf("CDR: %s", mediaCDRText(c))
+	if c.EndReason != "normal" {
+		t.Errorf("CDR: ended %q, want normal", c.EndReason)
+	}
+	video := 0
+	for _, m := range c.Media {
+		if m.Type == "video" {
+			video++
+			if m.Packets < 50 {
+				t.Errorf("CDR: %d video packets from the %s", m.Packets, m.From)
+			}
+		}
+	}
+	if video != 2 {
+		t.Errorf("CDR: %d video directions, want 2", video)
+	}
+}
+
+// transcodeBothWays checks a transcoded call in both directions: ffmpeg
+// decodes what reaches the endpoint (H.264 in payload type pt) into frames
+// that are not blank at about the configured rate; H.264 that ffmpeg sends
+// reaches the browser as VP8 it decodes and shows.
+func transcodeBothWays(t *testing.T, ctx context.Context, b *webrtcBrowser, ep *transcodeEndpoint, pt int) {
+	t.Helper()
 	// Browser -> endpoint: ffmpeg decodes 6 s of the transcoded H.264.
 	const secs = 6
 	rctx, rcancel := context.WithTimeout(ctx, 40*time.Second)
-	frames := ep.receive(t, rctx, 127, secs)
+	frames := ep.receive(t, rctx, pt, secs)
 	rcancel()
 	if len(frames) < 2 {
 		t.Fatalf("ffmpeg decoded %d frames of the browser's video", len(frames))
@@ -357,7 +420,7 @@ func TestTranscodeBrowserVP8ToH264Endpoint(t *testing.T) {
 	before := transcodeLast(b)
 	relay := ep.relayVideoPort(t)
 	sctx, scancel := context.WithTimeout(ctx, 40*time.Second)
-	go ep.send(t, sctx, relay, 127, 12)
+	go ep.send(t, sctx, relay, pt, 12)
 	v, err := transcodeStats(ctx, b, func(v transcodeVideo) bool {
 		return v.FramesDecoded >= before.FramesDecoded+5*transcodeFPS && v.LumaStd > 0
 	})
@@ -375,19 +438,47 @@ func TestTranscodeBrowserVP8ToH264Endpoint(t *testing.T) {
 	if v.Width != 320 || v.Height != 240 {
 		t.Errorf("the browser decodes %dx%d, want the transcoder's 320x240", v.Width, v.Height)
 	}
+}
 
-	// The page hangs up; the CDR shows video relayed both ways.
+// TestTranscodeH264EndpointCallsBrowser: the other way round, the
+// H.264-only endpoint calls the VP8-only browser: the browser is offered
+// VP8 beside H.264 and answers VP8, the endpoint is answered H.264, and
+// video is transcoded both ways.
+func TestTranscodeH264EndpointCallsBrowser(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
+	h.RequirePeer(t, "chromium")
+	h.RequirePeer(t, "sipp")
+	h.RequirePeer(t, "ffmpeg")
+	port, vport := h.FreeUDPPort(t), h.FreePortPair(t, false)
+	g := startWebRTCGWWith(t, h.HostPort("127.0.0.1", port), transcodePlugin(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	b := startWebRTCBrowser(t, g, url.Values{
+		"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword},
+		"auto": {"1"}, "answer": {"1"}, "hangup_after": {"40000"}, "video": {"1"}, "video_codec": {"VP8"},
+	})
+	if _, err := b.wait(ctx, "registered", "registrationFailed"); err != nil {
+		t.Fatal(err)
+	}
+	ep := callTranscodeEndpoint(t, g.udp, port, vport)
+	if _, err := b.wait(ctx, "confirmed", "failed", "ended"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := transcodeStats(ctx, b, func(v transcodeVideo) bool { return v.FramesSent > 10 && v.CodecOut != "" }); err != nil {
+		t.Fatal(err)
+	} else if !strings.EqualFold(v.CodecOut, "video/VP8") {
+		t.Fatalf("the browser sends %q, want video/VP8", v.CodecOut)
+	}
+	transcodeBothWays(t, ctx, b, ep, 109)
 	if _, err := b.wait(ctx, "ended", "failed"); err != nil {
 		t.Fatal(err)
 	}
-	cdrs := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)
-	c := cdrs[0]
-	t.Logf("CDR: %s", mediaCDRText(c))
-	for _, m := range c.Media {
-		if m.Type == "video" && m.Packets < 50 {
-			t.Errorf("CDR: %d video packets from the %s", m.Packets, m.From)
-		}
+	if res := ep.sipp.Wait(ctx); !res.OK() {
+		t.Errorf("the endpoint's call: %s", res)
 	}
+	transcodeCheckCDR(t, g)
 }
 
 // transcodePluginPID finds the ucgate-transcode process the gateway

@@ -3,9 +3,11 @@
 // the page without clicks: server, uri, password, target, auto=1
 // (register, then call target if set), answer=1 (answer incoming calls),
 // hangup_after=ms, report=URL (POSTs every state change as JSON),
-// video=1 (a camera too; video_codec=VP8 restricts it to one codec with
-// RTCRtpTransceiver.setCodecPreferences, as a browser that has only that
-// codec would offer and answer).
+// video=1 (a camera too; video_codec=VP8 restricts it to one codec, as a
+// browser that has only that codec would: RTCRtpTransceiver.
+// setCodecPreferences for what it offers and answers, and the other video
+// codecs of a remote offer are ignored, since Chromium would otherwise
+// send the offer's first codec whatever its answer said).
 import JsSIP from 'jssip';
 
 const $ = (id) => document.getElementById(id);
@@ -116,6 +118,34 @@ function preferCodec(pc, name) {
   }
 }
 
+// onlyVideoCodec keeps, in the video streams of a description, the
+// payload types of codec name (and their retransmissions) only.
+function onlyVideoCodec(sdp, name) {
+  const parts = sdp.split(/(?=^m=)/m);
+  return parts.map((part) => {
+    if (!part.startsWith('m=video')) return part;
+    const lines = part.split(/\r?\n/);
+    const keep = new Set();
+    for (const l of lines) {
+      const m = /^a=rtpmap:(\d+) ([^/]+)\//.exec(l);
+      if (m && m[2].toLowerCase() === name.toLowerCase()) keep.add(m[1]);
+    }
+    for (const l of lines) {
+      const m = /^a=fmtp:(\d+) apt=(\d+)/.exec(l);
+      if (m && keep.has(m[2])) keep.add(m[1]);
+    }
+    if (!keep.size) return part;
+    return lines.map((l) => {
+      if (l.startsWith('m=video')) {
+        const f = l.split(' ');
+        return f.slice(0, 3).concat(f.slice(3).filter((pt) => keep.has(pt))).join(' ');
+      }
+      const m = /^a=(rtpmap|fmtp|rtcp-fb):(\d+)/.exec(l);
+      return m && !keep.has(m[2]) ? null : l;
+    }).filter((l) => l !== null).join('\r\n');
+  }).join('');
+}
+
 // remoteVideo is the element that shows the remote camera.
 function remoteVideo() {
   let v = $('remoteVideo');
@@ -168,6 +198,9 @@ function watch(s) {
   s.on('sdp', (e) => {
     if (e.originator === 'local' && params.get('report')) {
       report('candidates', { cause: e.sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate')).join(' | ') });
+    }
+    if (params.get('video_codec') && e.originator === 'remote' && e.type === 'offer') {
+      e.sdp = onlyVideoCodec(e.sdp, params.get('video_codec'));
     }
     if (params.get('tamper_fingerprint') === '1' && e.originator === 'local') {
       const fake = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, '0').toUpperCase()).join(':');
