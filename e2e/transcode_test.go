@@ -57,6 +57,13 @@ const transcodeFPS = 10
 // webrtc section naming it.
 func transcodePlugin(t *testing.T) string {
 	t.Helper()
+	return transcodePluginWith(t, "")
+}
+
+// transcodePluginWith is transcodePlugin with more keys for the plugin
+// (indented for its list item).
+func transcodePluginWith(t *testing.T, extra string) string {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "ucgate-transcode")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ucgate-transcode")
@@ -76,7 +83,7 @@ plugins:
     binary: %q
     sha256: %s
     args: ["-config", %q, "-max-streams", "4"]
-`, bin, sha256File(t, bin), cfg)
+%s`, bin, sha256File(t, bin), cfg, extra)
 }
 
 // transcodeUAS answers an INVITE with PCMU audio on sipp's media port and
@@ -142,10 +149,15 @@ type transcodeEndpoint struct {
 
 func startTranscodeEndpoint(t *testing.T) *transcodeEndpoint {
 	t.Helper()
+	return startTranscodeEndpointWith(t, transcodeUAS)
+}
+
+func startTranscodeEndpointWith(t *testing.T, scenario string) *transcodeEndpoint {
+	t.Helper()
 	h.RequirePeer(t, "sipp")
 	h.RequirePeer(t, "ffmpeg")
 	vport := h.FreePortPair(t, false)
-	s := h.StartSipp(t, h.SippConfig{Name: "h264-endpoint", ScenarioXML: transcodeUAS, TraceMsg: true,
+	s := h.StartSipp(t, h.SippConfig{Name: "h264-endpoint", ScenarioXML: scenario, TraceMsg: true,
 		Timeout: 3 * time.Minute, Args: []string{"-key", "vport", strconv.Itoa(vport)}})
 	return &transcodeEndpoint{sipp: s, vport: vport}
 }
@@ -562,5 +574,61 @@ func TestTranscodePluginKilledMidCall(t *testing.T) {
 	})
 	if p := transcodePluginPID(t, g.Proc.Pid()); p == pid {
 		t.Errorf("the plugin still runs as pid %d", p)
+	}
+}
+
+// TestTranscodePluginDownRefused: the plugin is killed after the offer
+// went to the H.264-only endpoint (with H.264 added) and before its
+// answer (the host waits 20 s before restarting it): the answer needs
+// the transcoder, which is not there, so the browser's call is refused
+// with 488 and the reason, the endpoint's call is acknowledged and hung
+// up, and the gateway goes on answering SIP.
+func TestTranscodePluginDownRefused(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
+	h.RequirePeer(t, "chromium")
+	slow := strings.Replace(transcodeUAS, `<Reference variables="all" />`, `<Reference variables="all" />
+  <pause milliseconds="4000" />`, 1)
+	ep := startTranscodeEndpointWith(t, slow)
+	g := startWebRTCGWWith(t, ep.sipp.Addr(), transcodePluginWith(t, "    limits: {backoff_min: 20s, backoff_max: 20s}\n"))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	b := transcodeBrowser(t, g, 0)
+	// The endpoint has the offer (sipp logs it): the plugin goes.
+	pluginWait(t, "the endpoint got the INVITE", 30*time.Second, func() bool {
+		m, _ := filepath.Glob(filepath.Join(ep.sipp.Dir(), "*messages.log"))
+		for _, f := range m {
+			if bb, _ := os.ReadFile(f); strings.Contains(string(bb), "H264/90000") {
+				return true
+			}
+		}
+		return false
+	})
+	pid := transcodePluginPID(t, g.Proc.Pid())
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	failed, err := b.wait(ctx, "failed", "confirmed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("browser: call failed: %s %d", failed.Cause, failed.Code)
+	if failed.Code != 488 {
+		t.Errorf("the browser's call failed with %d, want 488", failed.Code)
+	}
+	if res := ep.sipp.Wait(ctx); !res.OK() {
+		t.Errorf("the endpoint's call was not acknowledged and hung up: %s", res)
+	}
+	if _, err := h.SIPOptions(ctx, g.udp); err != nil {
+		t.Errorf("the gateway does not answer OPTIONS: %v", err)
+	}
+	c := g.cdrs(t, journal.CDRFilter{Party: webrtcUser}, 1)[0]
+	t.Logf("CDR: %s", mediaCDRText(c))
+	if c.Status != 488 {
+		t.Errorf("CDR status %d, want 488", c.Status)
+	}
+	if log := g.Proc.Log(); !strings.Contains(log, "transcoding refused") {
+		t.Errorf("the gateway's log does not say why the call was refused")
 	}
 }
