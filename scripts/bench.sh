@@ -23,7 +23,7 @@
 #   BENCH_BUDGET=S  Go benchmarks stop being started S seconds after the
 #                   start of the bench (default 1440: the whole bench < 25 min)
 #   BENCH_SECTIONS="S ..."  run only these sections (sip stages-off media
-#                   transcode xmpp plugins sipbridge webrtc feedback go)
+#                   transcode xmpp plugins sipbridge webrtc feedback transform go)
 #   UCGATE_BIN=F    use this binary instead of building bin/ucgate
 #   ANCHORS=F       anchors script (default: ../shared/bench/anchors.sh)
 #   GW_PORT, UAS_PORT, ADMIN_PORT   ports (default 17050, 17070, 17096); the
@@ -670,6 +670,38 @@ timeout -k 10 300 go test -run '^$' -bench '^BenchmarkRelayPathFeedback$' -bench
     }' "$OUT/feedback.txt"
 } | tee -a "$OUT/figures.txt"
 fi # feedback
+
+# ------------------------------- 2l. relay path of a transcoded direction
+if want transform; then
+# One plain RTP packet through the relay's path when its direction has a
+# transform (core/media.Call.SetTransform, what transcoded video uses):
+# handed over only, or handed over and sent on through TransformOut,
+# beside the plain relay ("off"). Medians and ratios to "off".
+TF_COUNT=5; (( QUICK )) && TF_COUNT=1
+log "media: BenchmarkRelayPathTransform (-count $TF_COUNT)"
+timeout -k 10 300 go test -run '^$' -bench '^BenchmarkRelayPathTransform$' -benchtime 200000x -benchmem -count "$TF_COUNT" \
+  ./core/media/ >"$OUT/transform.txt" 2>&1 || log "transform benchmark failed (see $OUT/transform.txt)"
+{
+  echo
+  echo "== relay path of a transcoded direction: handoff to the transform (medians of $TF_COUNT runs)"
+  awk '
+    $1 ~ /^BenchmarkRelayPathTransform\// {
+      split($1, n, "/"); k = n[2]; sub(/-[0-9]+$/, "", k)
+      for (i = 3; i < NF; i++) v[k, $(i + 1)] = v[k, $(i + 1)] " " $i
+      seen[k] = 1
+    }
+    function median(s,   a, c, i, j, t) {
+      c = split(s, a, " "); if (c == 0) return 0
+      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+    }
+    END {
+      printf "  %-18s %10s %10s %12s\n", "", "ns/packet", "allocs", "ratio/off"
+      base = median(v["off", "ns/op"])
+      for (k in seen) printf "  %-18s %10.0f %10.0f %12.2f\n", k, median(v[k, "ns/op"]), median(v[k, "allocs/op"]), (base > 0) ? median(v[k, "ns/op"]) / base : 0
+    }' "$OUT/transform.txt"
+} | tee -a "$OUT/figures.txt"
+fi # transform
 
 # ------------------------------------------------------ 3. Go benchmarks
 if want go; then

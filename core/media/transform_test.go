@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -114,5 +115,90 @@ func TestTransformOutputMalformed(t *testing.T) {
 			t.Fatalf("malformed transform output not counted: %+v", cp.c.Stats())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// benchTransform is a transform as cheap as a handoff can be: it copies
+// the packet into a ring (a transcoder's queue), or, with out set, sends
+// it on at once through its TransformOut.
+type benchTransform struct {
+	ring [64][1500]byte
+	n    int
+	out  *TransformOut
+}
+
+func (t *benchTransform) RTP(pkt []byte) {
+	if t.out != nil {
+		t.out.RTP(pkt)
+		return
+	}
+	copy(t.ring[t.n%len(t.ring)][:], pkt)
+	t.n++
+}
+
+func (t *benchTransform) Feedback([]byte) {}
+
+// BenchmarkRelayPathTransform: one plain RTP packet through the relay's
+// path of a transformed direction ("handoff": to the transform only;
+// "out": to the transform, which sends it on through TransformOut.RTP),
+// beside the plain relay ("off").
+func BenchmarkRelayPathTransform(b *testing.B) {
+	for _, mode := range []string{"off", "handoff", "out"} {
+		b.Run(mode, func(b *testing.B) {
+			cfg := testConfig(20)
+			cfg.MaxPacketsPerSecond, cfg.MaxBitrate = 1e9, 1e12
+			e, _ := newEngine(b, cfg)
+			sink := newPhone(b, "127.0.0.1")
+			c := e.NewCall(core.NewSessionID(), nil, nil)
+			defer c.Close()
+			src := netip.MustParseAddrPort("127.0.0.1:4000")
+			if _, err := c.Offer(core.RoleCaller, desc(audio(src)), PeerInfo{}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Answer(core.RoleCallee, desc(audio(sink.addr)), PeerInfo{}); err != nil {
+				b.Fatal(err)
+			}
+			bt := &benchTransform{}
+			if mode != "off" {
+				if err := c.SetTransform(core.RoleCaller, 0, func(o *TransformOut) Transform {
+					if mode == "out" {
+						bt.out = o
+					}
+					return bt
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			st := c.streams[0]
+			r := &reader{c: c, st: st, d: st.dirs[0], peer: st.dirs[1], out: st.sides[1], buf: make([]byte, bufSize)}
+			r.reload(st.dirs[0].cfg.Load())
+			const chunk = 4096
+			pkts := make([][]byte, chunk)
+			fill := func(from int) {
+				for i := range pkts {
+					seq := from + i
+					pkts[i] = rtpPkt(b, 0, 0xBE7C, uint16(seq), uint32(seq*160), make([]byte, 160))
+				}
+			}
+			fill(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if i%chunk == 0 && i > 0 {
+					b.StopTimer()
+					fill(i)
+					b.StartTimer()
+				}
+				n := copy(r.buf, pkts[i%chunk])
+				r.relayRTP(r.buf[:n], src, e.now())
+			}
+			b.StopTimer()
+			if s := st.dirs[0].stats(st, "caller"); s.Packets != uint64(b.N) || len(s.Dropped) != 0 {
+				b.Fatalf("relayed %d of %d: %v", s.Packets, b.N, s.Dropped)
+			}
+			if mode == "handoff" && bt.n != b.N {
+				b.Fatalf("transform got %d of %d", bt.n, b.N)
+			}
+		})
 	}
 }
