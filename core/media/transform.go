@@ -35,7 +35,15 @@ type TransformOut struct {
 	mu   sync.Mutex
 	rbuf []byte
 	cbuf []byte
+	// What a transform sends is input too (a plugin's): bounded like what
+	// a leg sends (max_packets_per_second, max_bitrate), and its RTCP to
+	// the sender to maxUpstreamRTCP packets a second.
+	pps, bps, rtcp bucket
 }
+
+// maxUpstreamRTCP bounds the RTCP a transform sends the sender of its
+// direction (keyframe requests), per second.
+const maxUpstreamRTCP = 50
 
 // SetTransform puts t (made by mk with its output) on the direction of
 // stream index that leg from sends; it replaces an earlier transform.
@@ -56,7 +64,9 @@ func (c *Call) SetTransform(from string, index int, mk func(*TransformOut) Trans
 		return fmt.Errorf("%w: no running stream %d", ErrStreams, index)
 	}
 	st := c.streams[index]
-	out := &TransformOut{c: c, st: st, from: l, rbuf: make([]byte, bufSize), cbuf: make([]byte, bufSize)}
+	out := &TransformOut{c: c, st: st, from: l, rbuf: make([]byte, bufSize), cbuf: make([]byte, bufSize),
+		pps: newBucket(c.e.cfg.MaxPacketsPerSecond, 1), bps: newBucket(c.e.cfg.MaxBitrate, maxPacket),
+		rtcp: newBucket(maxUpstreamRTCP, 1)}
 	t := mk(out)
 	st.dirs[l].transform.Store(&t)
 	return nil
@@ -92,6 +102,11 @@ func (o *TransformOut) RTP(pkt []byte) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	now := o.c.e.now()
+	if !o.pps.allow(now, 1) || !o.bps.allow(now, len(pkt)) {
+		o.drop(d, RuleRate)
+		return
+	}
 	ssrc, seq, ts := binary.BigEndian.Uint32(pkt[8:]), binary.BigEndian.Uint16(pkt[2:]), binary.BigEndian.Uint32(pkt[4:])
 	octets := len(pkt) - 12 - 4*int(pkt[0]&0x0f)
 	b := append(o.rbuf[:0], pkt...)
@@ -114,7 +129,7 @@ func (o *TransformOut) RTP(pkt []byte) {
 	if fb := o.st.fb.Load(); fb != nil && fb.leg != o.from {
 		// Sent to the DTLS leg: kept for its NACKs and sender reports,
 		// as the relay keeps what it sends.
-		fb.sentPacket(b, ssrc, seq, ts, octets, o.c.e.now())
+		fb.sentPacket(b, ssrc, seq, ts, octets, now)
 	}
 }
 
@@ -133,6 +148,10 @@ func (o *TransformOut) Upstream(pkt []byte) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if !o.rtcp.allow(o.c.e.now(), 1) {
+		o.drop(d, RuleRate)
+		return
+	}
 	b := append(o.cbuf[:0], pkt...)
 	if cfg.rtcpEnc != nil {
 		back.rtcpMu.Lock()

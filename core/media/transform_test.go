@@ -118,6 +118,40 @@ func TestTransformOutputMalformed(t *testing.T) {
 	}
 }
 
+// A transform (a plugin) that floods is bounded like a leg: packets over
+// max_packets_per_second are dropped, and so is RTCP to the sender over
+// maxUpstreamRTCP a second.
+func TestTransformFloodBounded(t *testing.T) {
+	cfg := testConfig(100)
+	cfg.MaxPacketsPerSecond = 100
+	e, _ := newEngine(t, cfg)
+	caller, callee := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	cp := dial(t, e, nil, caller, callee, audio(caller.addr), audio(callee.addr), PeerInfo{Addr: caller.addr}, PeerInfo{Addr: callee.addr})
+	var out *TransformOut
+	if err := cp.c.SetTransform(core.RoleCaller, 0, func(o *TransformOut) Transform {
+		out = o
+		return &swapper{out: o, feedback: make(chan []byte, 1)}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pli, _ := (&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 2}).Marshal()
+	for i := range 1000 {
+		out.RTP(rtpPkt(t, 0, 7, uint16(i), uint32(i*160), make([]byte, 160)))
+		out.Upstream(pli)
+	}
+	var dropped uint64
+	for _, s := range cp.c.Stats() {
+		if s.From == core.RoleCaller {
+			dropped = s.Dropped[RuleRate+"/transform"]
+		}
+	}
+	// 100/s with a 200 ms burst lets some 21 RTP packets and some 11 PLIs
+	// through at once.
+	if dropped < 1900 || dropped > 1990 {
+		t.Fatalf("%d of 2000 flooded packets dropped", dropped)
+	}
+}
+
 // benchTransform is a transform as cheap as a handoff can be: it copies
 // the packet into a ring (a transcoder's queue), or, with out set, sends
 // it on at once through its TransformOut.
