@@ -632,3 +632,78 @@ func TestTranscodePluginDownRefused(t *testing.T) {
 		t.Errorf("the gateway's log does not say why the call was refused")
 	}
 }
+
+// transcodeReanswer answers a re-INVITE in the dialog of transcodeUAS,
+// H.264 only again.
+const transcodeReanswer = `  <recv request="INVITE" />
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=h264phone 1 2 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+      m=video [vport] RTP/AVP [$vpt]
+      a=rtpmap:[$vpt] H264/90000
+      a=fmtp:[$vpt] profile-level-id=42e01f;packetization-mode=1
+
+    ]]>
+  </send>
+  <recv request="ACK" />
+`
+
+// TestTranscodeAcrossReoffers: the browser holds and resumes a transcoded
+// call (two re-INVITEs, each offer given H.264 again and each answer
+// transcoded again); afterwards video is transcoded both ways as before.
+func TestTranscodeAcrossReoffers(t *testing.T) {
+	if webrtcIsolated(t) {
+		return
+	}
+	h.RequirePeer(t, "chromium")
+	scenario := strings.Replace(transcodeUAS, `  <recv request="ACK" />
+  <recv request="BYE"`, `  <recv request="ACK" />
+`+transcodeReanswer+transcodeReanswer+`  <recv request="BYE"`, 1)
+	if scenario == transcodeUAS {
+		t.Fatal("scenario unchanged")
+	}
+	ep := startTranscodeEndpointWith(t, scenario)
+	g := startWebRTCGWWith(t, ep.sipp.Addr(), transcodePlugin(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	p := url.Values{
+		"server": {"wss://" + g.wss4}, "uri": {"sip:" + webrtcUser + "@127.0.0.1"}, "password": {webrtcPassword},
+		"target": {"sip:callee@127.0.0.1"}, "auto": {"1"}, "video": {"1"}, "video_codec": {"VP8"},
+		"hold_at": {"2000"}, "hangup_after": {"45000"},
+	}
+	b := startWebRTCBrowser(t, g, p)
+	if _, err := b.wait(ctx, "confirmed", "failed", "ended"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.wait(ctx, "unhold", "failed", "ended"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the resuming re-INVITE's answer
+	transcodeBothWays(t, ctx, b, ep, 127)
+	if _, err := b.wait(ctx, "ended", "failed"); err != nil {
+		t.Fatal(err)
+	}
+	if res := ep.sipp.Wait(ctx); !res.OK() {
+		t.Errorf("the endpoint's call (INVITE, two re-INVITEs, BYE): %s", res)
+	}
+	if n := strings.Count(g.Proc.Log(), "video transcoded"); n != 3 {
+		t.Errorf("video transcoded %d times, want 3 (the call and each re-offer)", n)
+	}
+	transcodeCheckCDR(t, g)
+}
