@@ -13,6 +13,11 @@
 // MESSAGE to and from core.Message, and presence subscriptions both ways as
 // SUBSCRIBE/NOTIFY dialogs with PIDF bodies (RFC 7247, 7248, 7572).
 //
+// On calls with a browser leg it negotiates video transcoding
+// (transcode.go): an offer with only one of VP8 and H.264 is given the
+// other while the Transcoder runs, and a stream answered with that codec
+// only is carried through the transcoder by core/media transforms.
+//
 // It translates SIP into core events, runs the core pipeline on them and
 // maps verdicts back into SIP (sipStatus is the only place where SIP codes
 // meet core reasons). It decides nothing itself beyond what SIP requires
