@@ -25,7 +25,11 @@
 // the exported keys to Call.SetKeys. On such a leg the relay can also
 // speak RTCP itself (Call.SetFeedback): it answers the leg's NACKs from a
 // cache of what it sent and sends reports while the other leg sends
-// none.
+// none. A direction can be handed to a Transform (Call.SetTransform: the
+// video transcoder): it gets that direction's checked RTP in the clear
+// and the receiver's RTCP, and sends through a TransformOut, protected
+// and rate-bounded like the relay's own output; other directions pay one
+// pointer load.
 //
 // media imports core, core/config and the protocol-neutral media
 // libraries pion/rtp, pion/rtcp and pion/srtp; it must not import a
