@@ -1,11 +1,13 @@
 package transcode
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 
 	tt "github.com/ucgate/ucgate/transcode/transcodetest"
 )
@@ -434,6 +436,50 @@ func TestInputSizeLimit(t *testing.T) {
 			s := r.t.Stats()
 			if len(r.out) != 0 || s.DecodeErrors == 0 || s.FramesDecoded != 0 || r.keyReqs == 0 {
 				t.Fatalf("%d packets out, %d keyframe requests, stats %+v", len(r.out), r.keyReqs, s)
+			}
+		})
+	}
+}
+
+// TestFrameRateSchedule: frames go out on a schedule of one per interval of
+// the configured rate, whatever the input rate: 20 fps in at 15 fps out
+// keeps three frames in four, not one in two.
+func TestFrameRateSchedule(t *testing.T) {
+	cases := []struct {
+		inTicks  uint32 // RTP ticks between input frames (90 kHz)
+		rate     float64
+		in, want int
+	}{
+		{4500, 15, 40, 30}, // 20 fps -> 15
+		{3000, 20, 30, 20}, // 30 fps -> 20
+		{3000, 10, 30, 10}, // 30 fps -> 10
+		{3000, 30, 30, 30}, // unchanged
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%dticks-%gfps", c.inTicks, c.rate), func(t *testing.T) {
+			cl := makeClip(t, VP8, 160, 120, c.in, c.in)
+			pkts := packetize(cl, inPT)
+			var ts0 uint32
+			for i, b := range pkts { // the clip's 3000-tick steps become inTicks
+				var p rtp.Packet
+				if err := p.Unmarshal(b); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					ts0 = p.Timestamp
+				}
+				p.Timestamp = ts0 + (p.Timestamp-ts0)/3000*c.inTicks
+				out, err := p.Marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				copy(b, out)
+			}
+			r := newRun(t, Config{FrameRate: c.rate}, VP8, H264)
+			r.write(t, pkts)
+			got := depacketize(t, H264, r.out)
+			if len(got.Frames) != c.want {
+				t.Fatalf("%d frames out of %d at %g fps, want %d", len(got.Frames), c.in, c.rate, c.want)
 			}
 		})
 	}

@@ -77,7 +77,7 @@ type Transcoder struct {
 	unwrap     int64
 	lastTS     uint32
 	haveTS     bool
-	lastOut    int64
+	nextOut    int64 // the pts from which the next frame may be sent (frame_rate)
 	haveOut    bool
 	lastReqAt  time.Time
 	lastFIRSeq atomic.Int32
@@ -270,7 +270,12 @@ func (t *Transcoder) frame(f Frame) error {
 
 	force := t.forceKey.Load()
 	interval := int64(90000*1000) / t.fpsMilli.Load()
-	if t.haveOut && !force && pts-t.lastOut < interval*9/10 {
+	// Frames are sent on a schedule of one per interval, not one per
+	// interval after the last one sent: 20 fps in at 15 fps out keeps
+	// three frames in four (15 fps), where spacing from the last frame
+	// sent would keep one in two (10 fps). A tenth of an interval absorbs
+	// timestamp jitter.
+	if t.haveOut && !force && pts < t.nextOut-interval/10 {
 		t.stats.FramesSkippedByRate++
 		return nil
 	}
@@ -338,7 +343,14 @@ func (t *Transcoder) frame(f Frame) error {
 		}
 		return nil
 	}
-	t.lastOut, t.haveOut = pts, true
+	// The schedule moves one interval on, or restarts from this frame
+	// after a gap (a pause, a forced keyframe far off the schedule).
+	if !t.haveOut || pts-t.nextOut >= interval || pts < t.nextOut-interval {
+		t.nextOut = pts + interval
+	} else {
+		t.nextOut += interval
+	}
+	t.haveOut = true
 	t.stats.FramesEncoded++
 	if key {
 		t.stats.KeyframesSent++
