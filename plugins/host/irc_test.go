@@ -108,6 +108,34 @@ func TestPythonIRCPlugin(t *testing.T) {
 	if de, ok := err.(*core.DeliveryError); !ok || de.Reason != core.ReasonNotFound {
 		t.Fatalf("to an absent nick: %v", err)
 	}
+	// A presence status with CR LF in it (a SIP or XMPP user's note) stays
+	// on its NOTICE line: it cannot end it and forge a line of its own.
+	err = d.DeliverPresence(context.Background(), &core.Presence{Kind: core.PresenceUpdate, Available: true,
+		From: core.Identity{User: "alice", Domain: "sip.example.com"}, To: core.Identity{User: "bob", Domain: "irc.example.com"},
+		Status: "away\r\n:mallory!m@evil PRIVMSG bob :forged\nPING :x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "PING :after-presence\r\n")
+	var notice string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("waiting for the PONG: %v", err)
+		}
+		if strings.HasPrefix(line, ":mallory") || strings.HasPrefix(line, "PING") {
+			t.Fatalf("a forged line reached the IRC client: %q", line)
+		}
+		if strings.Contains(line, "NOTICE bob") {
+			notice = line
+		}
+		if strings.Contains(line, "after-presence") {
+			break
+		}
+	}
+	if !strings.Contains(notice, "away  :mallory!m@evil PRIVMSG bob :forged PING :x") {
+		t.Fatalf("presence notice %q", notice)
+	}
 	// An overlong line is refused, the connection goes on.
 	fmt.Fprintf(conn, "PRIVMSG alice :%s\r\n", strings.Repeat("x", 600))
 	expect(" 417 ")
