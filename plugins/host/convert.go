@@ -302,6 +302,20 @@ func presenceTo(p *core.Presence) *pb.Event {
 		Presence: &pb.Presence{Kind: p.Kind.String(), Available: p.Available, Show: p.Show, Status: p.Status}}
 }
 
+// safe makes text a plugin chose (its description, an error quoting its
+// output) fit for a terminal and a log line: invalid UTF-8 and control
+// characters (escape sequences, line ends) become '?', then it is clipped
+// to n bytes. `ucgate plugins` prints it as it is.
+func safe(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(clip(s, 4*n), "?"))
+	return clip(s, n)
+}
+
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -101,3 +101,21 @@ func FuzzEventFrom(f *testing.F) {
 		}
 	})
 }
+
+// TestSafe: what a plugin says of itself reaches `ucgate plugins` and the
+// log without control characters (a terminal escape sequence, a line end
+// forging a row) or invalid UTF-8, and bounded.
+func TestSafe(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"ucgate-irc", "ucgate-irc"},
+		{"evil\x1b[2J\x1b]0;owned\x07", "evil?[2J?]0;owned?"},
+		{"a\r\nfraud  stage  v1", "a??fraud  stage  v1"},
+		{"caf\xc3\xa9 \xff\xfe", "café ?"}, // a run of invalid bytes is one ?
+		{"x\u0085y", "x?y"},
+		{strings.Repeat("é", 40), strings.Repeat("é", 32)},
+	} {
+		if got := safe(tc.in, 64); got != tc.want {
+			t.Errorf("safe(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -224,7 +224,7 @@ func (h *Host) Status() []Status {
 			Contract: p.version, Since: p.since, Restarts: p.restarts, LastErr: p.lastErr,
 			Calls: p.calls.Load(), Errors: p.errs.Load()}
 		if p.desc != nil {
-			s.Software, s.Version = clip(p.desc.GetSoftware(), 64), clip(p.desc.GetVersion(), 32)
+			s.Software, s.Version = safe(p.desc.GetSoftware(), 64), safe(p.desc.GetVersion(), 32)
 		}
 		p.mu.Unlock()
 		if pc := p.proto.Load(); pc != nil {
@@ -249,7 +249,7 @@ func (p *Plugin) setState(s string, err error) {
 	p.mu.Lock()
 	p.state = s
 	if err != nil {
-		p.lastErr = clip(err.Error(), 512)
+		p.lastErr = safe(err.Error(), 512)
 	}
 	if s == StateRunning {
 		p.since = time.Now()
@@ -366,7 +366,7 @@ func (p *Plugin) launch() error {
 	p.setState(StateRunning, nil)
 	sw, swv := "", ""
 	if desc != nil {
-		sw, swv = clip(desc.GetSoftware(), 64), clip(desc.GetVersion(), 32)
+		sw, swv = safe(desc.GetSoftware(), 64), safe(desc.GetVersion(), 32)
 	}
 	p.log.Info("plugin running", "kind", c.Kind, "contract_version", version, "software", sw, "version", swv)
 	return nil
