@@ -175,7 +175,7 @@ func (s *tcStream) fail(reason string) {
 		return
 	}
 	s.t.forget(s)
-	s.conn.Close()
+	_ = s.t.h.CloseMedia(s.t.name, s.conn) // the host holds the stream until then
 	s.lost(reason)
 }
 

@@ -233,3 +233,48 @@ func transcodeChild(t *testing.T) int {
 	t.Fatal("no ucgate-transcode child")
 	return 0
 }
+
+// TestTranscoderStreamRefusedByPlugin: a stream the plugin ends on its own
+// (here it refuses VP8 to VP8 at open) is reported lost as
+// plugin_stream_failed and released on the host: the plugin's open
+// streams (SESSIONS in `ucgate plugins`) go back to none.
+func TestTranscoderStreamRefusedByPlugin(t *testing.T) {
+	bin, sum := buildTranscodePlugin(t)
+	deps := core.Deps{Log: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
+		Sessions: core.NewSessions(), Alerts: core.NewAlerts(64)}
+	hst, err := host.New([]host.Config{{Name: "transcode", Kind: "media", Binary: bin, SHA256: sum}}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hst.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hst.Close() })
+	tc := &transcoder{h: hst, name: "transcode", streams: map[core.SessionID]map[*tcStream]bool{}}
+	hst.OnMediaLost(tc.onLost)
+	col := &tcCollector{lost: make(chan string, 1), received: make(chan struct{}, 1)}
+	vp8 := sip.VideoCodec{PT: 96, Name: "VP8", Rate: 90000}
+	if _, err := tc.Open("s1", 1, vp8, vp8, col.recv, func(r string) { col.lost <- r }); err != nil {
+		t.Fatal(err)
+	}
+	if n := hst.Status()[0].Sessions; n != 1 {
+		t.Fatalf("open streams %d, want 1", n)
+	}
+	select {
+	case r := <-col.lost:
+		if r != "plugin_stream_failed" {
+			t.Fatalf("lost %q, want plugin_stream_failed", r)
+		}
+	case <-time.After(tcGrace + 10*time.Second):
+		t.Fatal("the refused stream was not reported")
+	}
+	if n := hst.Status()[0].Sessions; n != 0 {
+		t.Fatalf("open streams %d after the plugin ended the stream, want 0 (held by the host)", n)
+	}
+	tc.mu.Lock()
+	left := len(tc.streams)
+	tc.mu.Unlock()
+	if left != 0 || hst.Status()[0].State != host.StateRunning {
+		t.Fatalf("transcoder streams %d, plugin %s", left, hst.Status()[0].State)
+	}
+}

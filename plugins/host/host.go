@@ -211,7 +211,7 @@ type Status struct {
 	Restarts int       `json:"restarts"`
 	Calls    uint64    `json:"calls"`
 	Errors   uint64    `json:"errors"`
-	Sessions int       `json:"sessions"`
+	Sessions int       `json:"sessions"` // a protocol plugin's sessions; a media plugin's open streams
 	LastErr  string    `json:"last_error,omitempty"`
 }
 
@@ -229,6 +229,9 @@ func (h *Host) Status() []Status {
 		p.mu.Unlock()
 		if pc := p.proto.Load(); pc != nil {
 			s.Sessions = pc.sessionCount()
+		}
+		if p.cfg.Kind == sdk.KindMedia {
+			s.Sessions = p.streams.count()
 		}
 		out = append(out, s)
 	}

@@ -35,6 +35,12 @@ func (s *mediaStreams) remove(c *sdk.MediaConn) {
 	s.mu.Unlock()
 }
 
+func (s *mediaStreams) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
 // closeAll closes every stream and tells the media engine which sessions
 // lost their plugin.
 func (s *mediaStreams) closeAll(h *Host, reason string) {
@@ -81,7 +87,9 @@ func (h *Host) OpenMedia(ctx context.Context, name string, session core.SessionI
 	return c, nil
 }
 
-// CloseMedia closes a stream opened with OpenMedia.
+// CloseMedia closes a stream opened with OpenMedia. Call it for every
+// stream, also one the plugin ended (Done): the host holds each stream
+// until then, to report it lost if the plugin stops.
 func (h *Host) CloseMedia(name string, c *sdk.MediaConn) error {
 	if p, ok := h.Plugin(name); ok {
 		p.streams.remove(c)
