@@ -60,7 +60,8 @@ type Host struct {
 	plugins []*Plugin
 	pipe    atomic.Pointer[core.Pipeline]
 	stage   *Stage
-	lost    atomic.Pointer[func(core.SessionID, string)]
+	lostMu  sync.Mutex
+	lost    []func(core.SessionID, string)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -152,10 +153,22 @@ func (h *Host) Stage() core.Stage {
 	return h.stage
 }
 
-// OnMediaLost sets what is called when a media plugin carrying a session's
-// stream stops (the media engine ends the call, with the reason for its
-// CDR: "plugin_crashed", "plugin_hung").
-func (h *Host) OnMediaLost(f func(session core.SessionID, reason string)) { h.lost.Store(&f) }
+// OnMediaLost adds f to what is called when a media plugin carrying a
+// session's streams stops (the media engine ends the call, with the
+// reason for its CDR: "plugin_crashed", "plugin_hung"). Every function
+// added is called, once per session, for the streams of every user of
+// media plugins: each ignores the sessions it does not know.
+func (h *Host) OnMediaLost(f func(session core.SessionID, reason string)) {
+	h.lostMu.Lock()
+	h.lost = append(h.lost, f)
+	h.lostMu.Unlock()
+}
+
+func (h *Host) lostFuncs() []func(core.SessionID, string) {
+	h.lostMu.Lock()
+	defer h.lostMu.Unlock()
+	return h.lost[:len(h.lost):len(h.lost)]
+}
 
 // Start starts every plugin and waits for each to complete its handshake.
 // A plugin that is refused (checksum, contract version, missing binary) or

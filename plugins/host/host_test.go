@@ -324,8 +324,11 @@ func TestMediaPluginStreamsAndCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lost := make(chan string, 1)
+	lost, other := make(chan string, 1), make(chan string, 1)
 	env.h.OnMediaLost(func(id core.SessionID, reason string) { lost <- string(id) + " " + reason })
+	// A second user of media plugins is told too (each ignores the
+	// sessions it does not know).
+	env.h.OnMediaLost(func(id core.SessionID, reason string) { other <- string(id) + " " + reason })
 	got := make(chan []byte, 1)
 	mc, err := env.h.OpenMedia(context.Background(), "xcode", "s1", &pb.MediaOpen{Session: "s1", In: &pb.Codec{Name: "VP8"}, Out: &pb.Codec{Name: "H264"}},
 		func(p *pb.Packet) { got <- p.GetData() })
@@ -353,6 +356,14 @@ func TestMediaPluginStreamsAndCrash(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the media engine was not told")
+	}
+	select {
+	case l := <-other:
+		if l != "s1 plugin_crashed" {
+			t.Fatalf("second callback: lost %q", l)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the second OnMediaLost callback was not called")
 	}
 	if _, err := env.h.OpenMedia(context.Background(), "nope", "s2", &pb.MediaOpen{}, func(*pb.Packet) {}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("unknown plugin: %v", err)

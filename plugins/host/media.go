@@ -49,15 +49,14 @@ func (s *mediaStreams) closeAll(h *Host, reason string) {
 	s.m = nil
 	s.mu.Unlock()
 	seen := map[core.SessionID]bool{}
-	var f func(core.SessionID, string)
-	if p := h.lost.Load(); p != nil {
-		f = *p
-	}
+	fs := h.lostFuncs()
 	for c, id := range m {
 		c.Close()
-		if !seen[id] && f != nil {
+		if !seen[id] {
 			seen[id] = true
-			f(id, reason)
+			for _, f := range fs {
+				f(id, reason)
+			}
 		}
 	}
 }
