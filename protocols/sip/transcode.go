@@ -298,6 +298,11 @@ func (c *call) transcodeSDP(from int, offer, rtc bool, text []byte) ([]byte, err
 		st.offered = nil
 		st.mu.Unlock()
 		if !tc.Available() {
+			// The offer goes on unchanged and the answerer refuses what it
+			// cannot decode, as without a transcoder; the log says why.
+			if _, added, err := tcOffer(text); err == nil && len(added) > 0 {
+				c.a.log.Warn("video offered without transcoding: the transcoder plugin is not running", "session", c.sess.ID)
+			}
 			return text, nil
 		}
 		out, added, err := tcOffer(text)
