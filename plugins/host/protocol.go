@@ -199,8 +199,22 @@ func (pc *protoConn) onEvent(ev *pb.Event) (*pb.Verdict, string) {
 		}
 		return done(core.Verdict{}, 200, "")
 	case core.KindSessionOffer:
+		leg := core.Leg{Protocol: p.cfg.Protocol, Transport: rec.Transport, Encrypted: ce.Src.Encrypted, Zone: ce.Src.Zone,
+			Remote: ce.Src.Addr, CallID: clip(ev.GetSession(), 64), Party: ce.From}
+		s := core.NewSession("call", ce.From, ce.To, leg, start)
+		s.SetCallee(core.Leg{Protocol: p.cfg.Protocol, Transport: rec.Transport, Party: ce.To})
+		// Checked and added at once: close (the plugin stopped) ends every
+		// session it finds, and one added after it would stay in the
+		// session table without a CDR.
 		pc.mu.Lock()
 		n, closed := len(pc.sessions), pc.closed
+		if !closed && n < p.cfg.Limits.MaxSessions {
+			pc.sessions[s.ID] = s
+			if p.h.deps.Sessions != nil {
+				p.h.deps.Sessions.Add(s)
+			}
+			p.h.pipe.Load().Bind(s)
+		}
 		pc.mu.Unlock()
 		if closed {
 			return done(core.RefuseWith(core.ReasonUnavailable, "plugin/closing", ""), 0, "")
@@ -208,17 +222,6 @@ func (pc *protoConn) onEvent(ev *pb.Event) (*pb.Verdict, string) {
 		if n >= p.cfg.Limits.MaxSessions {
 			return done(core.RefuseWith(core.ReasonBusy, "plugin/max_sessions", ""), 0, "")
 		}
-		leg := core.Leg{Protocol: p.cfg.Protocol, Transport: rec.Transport, Encrypted: ce.Src.Encrypted, Zone: ce.Src.Zone,
-			Remote: ce.Src.Addr, CallID: clip(ev.GetSession(), 64), Party: ce.From}
-		s := core.NewSession("call", ce.From, ce.To, leg, start)
-		s.SetCallee(core.Leg{Protocol: p.cfg.Protocol, Transport: rec.Transport, Party: ce.To})
-		pc.mu.Lock()
-		pc.sessions[s.ID] = s
-		pc.mu.Unlock()
-		if p.h.deps.Sessions != nil {
-			p.h.deps.Sessions.Add(s)
-		}
-		p.h.pipe.Load().Bind(s)
 		rec.Session = s.ID
 		return done(core.Verdict{}, 100, string(s.ID))
 	case core.KindSessionAnswer:
