@@ -141,4 +141,15 @@ func TestPythonIRCPlugin(t *testing.T) {
 	expect(" 417 ")
 	fmt.Fprintf(conn, "PING :still-here\r\n")
 	expect("still-here")
+	// A client's lines are read at 5 a second after a burst of 20: 30
+	// lines at once take at least 2 s, so one client cannot spend the
+	// plugin's event budget (events_per_second) for every IRC user.
+	start := time.Now()
+	for i := range 30 {
+		fmt.Fprintf(conn, "PING :burst-%d\r\n", i)
+	}
+	expect("burst-29")
+	if el := time.Since(start); el < 1900*time.Millisecond {
+		t.Fatalf("30 lines answered in %v: the client is not throttled", el)
+	}
 }
