@@ -19,8 +19,10 @@ type Config struct {
 	// are decoded but not encoded. Default 30, at most 60.
 	FrameRate float64 `yaml:"frame_rate"`
 	// Bitrate is the output bitrate in bits per second at the start, until
-	// the receiver's feedback (REMB, or an estimate from TWCC the host
-	// computes) moves it. Default 1000000.
+	// the receiver's feedback (REMB; a TWCC estimate through SetBitrate, which
+	// no host computes yet) moves it; from then on the output's size and
+	// frame rate follow the bitrate too (see Stats.Adaptation). Default
+	// 1000000.
 	Bitrate int `yaml:"bitrate"`
 	// MinBitrate and MaxBitrate bound what feedback may set, in bits per
 	// second. Defaults 100000 and 4000000.

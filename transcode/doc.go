@@ -10,8 +10,12 @@
 // keyframe), decoding, scaling, encoding, packetization, and the feedback
 // loop: a loss or a decoder error asks upstream for a keyframe through a
 // callback the host turns into a PLI or FIR; a PLI or FIR from the receiver
-// forces an output keyframe; REMB, or the host's estimate from TWCC, sets the
-// output bitrate; size and frame rate can be changed at run time.
+// forces an output keyframe; REMB (or an estimate from TWCC given to
+// SetBitrate; no host computes one yet) sets the output bitrate, and from
+// then on the output steps down to half the size, half the frame rate, a
+// quarter of the size when the bitrate leaves too few bits per pixel, and
+// back up when it allows (one step per 2 s at most); size and frame rate can
+// also be set at run time.
 //
 // Codec libraries, all Debian packages used through cgo:
 //

@@ -484,3 +484,60 @@ func TestFrameRateSchedule(t *testing.T) {
 		})
 	}
 }
+
+// TestFeedbackAdaptsSizeAndFrameRate: once REMB sets the bitrate, a
+// picture left with too few bits per pixel steps down (half the size, then
+// half the frame rate, then a quarter of the size), one step per 2 s at
+// most, and steps back up when the receiver allows more.
+func TestFeedbackAdaptsSizeAndFrameRate(t *testing.T) {
+	// H.264 to VP8: libvpx is set never to drop a frame for its bitrate
+	// (openh264 skips frames at low bitrates), so frame counts are the
+	// schedule's.
+	cl := makeClip(t, H264, 640, 480, 30, 30)
+	r := newRun(t, Config{MinBitrate: 20_000}, H264, VP8)
+	now := time.Unix(1000, 0)
+	r.t.now = func() time.Time { return now }
+	round := 0
+	send := func() int { // the clip once more, timestamps going on: the frames out
+		pkts := packetize(cl, inPT)
+		tt.Shift(pkts, uint32(round*30*3000), uint16(round*len(pkts)))
+		round++
+		n := len(r.out)
+		r.write(t, pkts)
+		return len(depacketize(t, VP8, r.out[n:]).Frames)
+	}
+	remb := func(bps float32) {
+		b, err := (&rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 1, Bitrate: bps, SSRCs: []uint32{outSSRC}}).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.t.HandleRTCP(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(what string, frames, minFrames, maxFrames, w, h, step int) {
+		t.Helper()
+		s := r.t.Stats()
+		if frames < minFrames || frames > maxFrames || s.Width != w || s.Height != h || s.Adaptation != step {
+			t.Fatalf("%s: %d frames out of 30 at %dx%d, step %d; want %d-%d at %dx%d, step %d",
+				what, frames, s.Width, s.Height, s.Adaptation, minFrames, maxFrames, w, h, step)
+		}
+	}
+	check("no feedback", send(), 30, 30, 640, 480, 0)
+	remb(150_000) // 0.016 bits per pixel at 640x480x30
+	check("REMB 150 kbit/s", send(), 30, 30, 320, 240, 1)
+	remb(40_000) // 0.017 at 320x240x30, but within 2 s of the last step
+	check("REMB 40 kbit/s at once", send(), 30, 30, 320, 240, 1)
+	now = now.Add(3 * time.Second)
+	check("REMB 40 kbit/s 3 s later", send(), 14, 16, 320, 240, 2)
+	remb(10_000) // the minimum, 20 kbit/s: 0.017 at 320x240x15
+	now = now.Add(3 * time.Second)
+	check("REMB 20 kbit/s", send(), 14, 16, 160, 120, 3)
+	now = now.Add(3 * time.Second)
+	check("at the smallest step", send(), 14, 16, 160, 120, 3)
+	remb(3_000_000)
+	for step, want := range []struct{ frames, w, h int }{{15, 320, 240}, {30, 320, 240}, {30, 640, 480}} {
+		now = now.Add(3 * time.Second)
+		check(fmt.Sprintf("REMB 3 Mbit/s, step %d", 2-step), send(), want.frames-1, want.frames, want.w, want.h, 2-step)
+	}
+}

@@ -39,7 +39,30 @@ type Stats struct {
 	PacketsSent         uint64
 	Bitrate             int
 	Width, Height       int
+	// Adaptation is the step the receiver's feedback brought the output
+	// down to (see adaptSteps): 0 none, 1 half the size, 2 half the size
+	// and frame rate, 3 a quarter of the size and half the frame rate.
+	Adaptation int
+	// FrameRate is the most frames per second sent, after adaptation.
+	FrameRate float64
 }
+
+// Adaptation of the picture to the receiver's feedback, as libwebrtc's
+// quality scaling does it: once REMB (or the host, from TWCC, through
+// SetBitrate) has set the bitrate, a stream left with fewer than
+// adaptDownBPP bits per pixel steps down (adaptSteps), and steps back up
+// when the better step would have adaptUpBPP; at most one step per
+// adaptInterval, never below adaptMinW x adaptMinH.
+const (
+	adaptDownBPP  = 0.02
+	adaptUpBPP    = 0.05
+	adaptInterval = 2 * time.Second
+	adaptMinW     = 160
+	adaptMinH     = 90
+)
+
+// adaptSteps divide the output's size and frame rate.
+var adaptSteps = [...]struct{ size, fps int }{{1, 1}, {2, 1}, {2, 2}, {4, 2}}
 
 // ErrClosed is returned by a Transcoder used after Close.
 var ErrClosed = errors.New("transcode: transcoder closed")
@@ -68,6 +91,7 @@ type Transcoder struct {
 
 	// set from any goroutine, read per frame
 	forceKey atomic.Bool
+	feedback atomic.Bool // the bitrate comes from the receiver's feedback
 	bitrate  atomic.Int64
 	size     atomic.Uint64 // width<<32 | height; 0 = input size
 	fpsMilli atomic.Int64
@@ -80,6 +104,9 @@ type Transcoder struct {
 	nextOut    int64 // the pts from which the next frame may be sent (frame_rate)
 	haveOut    bool
 	lastReqAt  time.Time
+	step       int       // adaptSteps index in use
+	encStep    int       // the step the encoder was made for
+	lastAdapt  time.Time // when step last changed
 	lastFIRSeq atomic.Int32
 	stats      Stats
 }
@@ -130,10 +157,13 @@ func New(cfg Config, stream Stream, out func(pkt []byte), onKeyframeRequest func
 func (t *Transcoder) RequestKeyframe() { t.forceKey.Store(true) }
 
 // SetBitrate sets the output bitrate in bits per second, within
-// [min_bitrate, max_bitrate]; it applies from the next frame.
+// [min_bitrate, max_bitrate]; it applies from the next frame. It is the
+// receiver's feedback (REMB, or the host's estimate from TWCC): from then
+// on the output's size and frame rate follow the bitrate too.
 func (t *Transcoder) SetBitrate(bps int) {
 	bps = max(t.cfg.MinBitrate, min(t.cfg.MaxBitrate, bps))
 	t.bitrate.Store(int64(bps))
+	t.feedback.Store(true)
 }
 
 // SetResolution sets the output picture size (even, at most 4096x2304); 0x0
@@ -158,9 +188,10 @@ func (t *Transcoder) SetFrameRate(fps float64) error {
 
 // HandleRTCP applies the receiver's feedback about the output stream: PLI and
 // FIR force a keyframe, REMB sets the bitrate. Feedback for another SSRC is
-// ignored. TWCC feedback carries no estimate by itself: the host runs the
-// congestion controller and calls SetBitrate. It returns an error for a
-// compound packet that does not parse.
+// ignored. TWCC feedback carries no estimate by itself: a host running a
+// congestion controller on it would call SetBitrate (none does yet: the
+// gateway negotiates no transport-cc). It returns an error for a compound
+// packet that does not parse.
 func (t *Transcoder) HandleRTCP(raw []byte) error {
 	pkts, err := rtcp.Unmarshal(raw)
 	if err != nil {
@@ -268,8 +299,24 @@ func (t *Transcoder) frame(f Frame) error {
 	}
 	t.stats.FramesDecoded++
 
+	w, h := img.Width&^1, img.Height&^1
+	if sz := t.size.Load(); sz != 0 {
+		w, h = int(sz>>32), int(sz&0xffffffff)
+	}
+	fpsMilli := t.fpsMilli.Load()
+	if t.feedback.Load() {
+		t.adapt(w, h, fpsMilli)
+	}
+	// A smaller input (or SetResolution) may leave a step below the
+	// smallest adapted size: back to the step that keeps it.
+	for t.step > 0 && adaptSteps[t.step].size > 1 && (w/adaptSteps[t.step].size < adaptMinW || h/adaptSteps[t.step].size < adaptMinH) {
+		t.step--
+	}
+	st := adaptSteps[t.step]
+	w, h, fpsMilli = (w/st.size)&^1, (h/st.size)&^1, fpsMilli/int64(st.fps)
+
 	force := t.forceKey.Load()
-	interval := int64(90000*1000) / t.fpsMilli.Load()
+	interval := int64(90000*1000) / fpsMilli
 	// Frames are sent on a schedule of one per interval, not one per
 	// interval after the last one sent: 20 fps in at 15 fps out keeps
 	// three frames in four (15 fps), where spacing from the last frame
@@ -280,15 +327,13 @@ func (t *Transcoder) frame(f Frame) error {
 		return nil
 	}
 
-	w, h := img.Width&^1, img.Height&^1
-	if sz := t.size.Load(); sz != 0 {
-		w, h = int(sz>>32), int(sz&0xffffffff)
-	}
 	if w < 2 || h < 2 {
 		return nil
 	}
 	if t.enc != nil {
-		if ew, eh := t.enc.Size(); ew != w || eh != h {
+		// A new size, or a new frame rate the encoder's rate control
+		// must know: a new encoder, starting with a keyframe.
+		if ew, eh := t.enc.Size(); ew != w || eh != h || t.encStep != t.step {
 			t.enc.Close()
 			t.enc = nil
 		}
@@ -297,22 +342,23 @@ func (t *Transcoder) frame(f Frame) error {
 	if t.enc == nil {
 		kf := 0
 		if t.cfg.KeyframeInterval > 0 {
-			kf = int(t.cfg.KeyframeInterval.Seconds() * float64(t.fpsMilli.Load()) / 1000)
+			kf = int(t.cfg.KeyframeInterval.Seconds() * float64(fpsMilli) / 1000)
 		}
 		switch t.stream.To {
 		case VP8:
 			t.enc, err = newVP8Encoder(w, h, bps, max(kf, 0))
 		case H264:
-			t.enc, err = newH264Encoder(w, h, bps, float64(t.fpsMilli.Load())/1000, max(kf, 0))
+			t.enc, err = newH264Encoder(w, h, bps, float64(fpsMilli)/1000, max(kf, 0))
 		}
 		if err != nil {
 			t.enc = nil
 			t.stats.EncodeErrors++
 			return err
 		}
-		t.encBitrate = bps
+		t.encBitrate, t.encStep = bps, t.step
 		force = true
 		t.stats.Width, t.stats.Height = w, h
+		t.stats.Adaptation, t.stats.FrameRate = t.step, float64(fpsMilli)/1000
 	}
 	if bps != t.encBitrate {
 		if err := t.enc.SetBitrate(bps); err == nil {
@@ -357,6 +403,32 @@ func (t *Transcoder) frame(f Frame) error {
 	}
 	t.stats.PacketsSent += uint64(t.pay.packetize(data, f.Timestamp, t.out))
 	return nil
+}
+
+// adapt moves the adaptation step one down or up for the bitrate the
+// receiver's feedback set, for pictures of w x h at fpsMilli/1000 frames
+// per second before adaptation.
+func (t *Transcoder) adapt(w, h int, fpsMilli int64) {
+	now := t.now()
+	if !t.lastAdapt.IsZero() && now.Sub(t.lastAdapt) < adaptInterval {
+		return
+	}
+	bps := float64(t.bitrate.Load())
+	bpp := func(i int) float64 {
+		s := adaptSteps[i]
+		px := float64(w/s.size) * float64(h/s.size) * float64(fpsMilli) / 1000 / float64(s.fps)
+		return bps / max(px, 1)
+	}
+	switch {
+	case t.step+1 < len(adaptSteps) && bpp(t.step) < adaptDownBPP &&
+		w/adaptSteps[t.step+1].size >= adaptMinW && h/adaptSteps[t.step+1].size >= adaptMinH:
+		t.step++
+	case t.step > 0 && bpp(t.step-1) >= adaptUpBPP:
+		t.step--
+	default:
+		return
+	}
+	t.lastAdapt = now
 }
 
 // packetizer turns encoded frames into RTP packets with pion's payloaders.

@@ -18,7 +18,8 @@
 //     optionally the wanted bitrate, size and frame rate of the output;
 //   - host to plugin: the incoming stream's RTP, and (rtcp: true) the
 //     receiver's RTCP feedback about the outgoing stream (PLI and FIR
-//     force a keyframe, REMB sets the bitrate; the rest is ignored);
+//     force a keyframe, REMB sets the bitrate, and with it the
+//     size and frame rate (package transcode); the rest is ignored);
 //   - plugin to host: the outgoing stream's RTP, with the incoming SSRC
 //     (so the receiver's feedback names the SSRC the sender announced),
 //     and (rtcp: true) a PLI for the incoming stream's sender whenever the
