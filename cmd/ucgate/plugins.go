@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -45,6 +46,17 @@ func (gw *gateway) startPlugins(ctx context.Context) error {
 	}
 	gw.plugins.SetPipeline(gw.pipe.Pipeline)
 	return gw.plugins.Start(ctx)
+}
+
+// warnPluginChanges says, on a reload, that a changed plugins section (or
+// webrtc.transcoder) is not applied: the plugins keep running as started
+// until the gateway restarts. It reports whether it warned.
+func (gw *gateway) warnPluginChanges(cfg Config) bool {
+	if reflect.DeepEqual(gw.cfg.Plugins, cfg.Plugins) && gw.cfg.WebRTC.Transcoder == cfg.WebRTC.Transcoder {
+		return false
+	}
+	gw.log.Warn("reload: the plugins section (or webrtc.transcoder) changed; plugins keep running as started until ucgate restarts")
+	return true
 }
 
 func (gw *gateway) setPluginPipeline(p *core.Pipeline) {

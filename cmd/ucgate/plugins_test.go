@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -52,5 +53,29 @@ func TestCmdPlugins(t *testing.T) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "NAME") ||
 		!strings.Contains(lines[1], "irc") || !strings.Contains(lines[1], "v2") || !strings.Contains(lines[1], "ucgate-irc 0.1.0") || !strings.Contains(lines[1], "running") {
 		t.Fatalf("output:\n%s", out.String())
+	}
+}
+
+// TestReloadWarnsOfPluginChanges: a SIGHUP reload does not restart plugins;
+// a changed plugins section (or webrtc.transcoder) is said to need a
+// restart, an unchanged one is not.
+func TestReloadWarnsOfPluginChanges(t *testing.T) {
+	const head = "sip:\n  listeners:\n    - {zone: internet, transport: udp, listen: \"127.0.0.1:5060\"}\nplugins:\n"
+	sum := strings.Repeat("ab", 32)
+	parse := func(args string) Config {
+		t.Helper()
+		cfg, err := parseConfig([]byte(head+"  - {name: f, kind: stage, binary: /x, sha256: "+sum+", args: ["+args+"]}\n"), "t.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	var log bytes.Buffer
+	gw := &gateway{cfg: parse("-a"), log: slog.New(slog.NewTextHandler(&log, nil))}
+	if gw.warnPluginChanges(parse("-a")) || log.Len() != 0 {
+		t.Fatalf("warned of an unchanged section: %s", log.String())
+	}
+	if !gw.warnPluginChanges(parse("-b")) || !strings.Contains(log.String(), "until ucgate restarts") {
+		t.Fatalf("no warning for changed arguments: %q", log.String())
 	}
 }

@@ -323,6 +323,7 @@ func (gw *gateway) reload(file string) error {
 	old, oldT := gw.pipe, gw.triggers
 	gw.sip.SetPipeline(p.Pipeline)
 	gw.setPluginPipeline(p.Pipeline)
+	gw.warnPluginChanges(cfg)
 	gw.setXMPPPipeline(p.Pipeline)
 	gw.pipe, gw.triggers = p, t
 	gw.realms.Store(ownRealms(cfg))
