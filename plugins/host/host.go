@@ -91,6 +91,7 @@ type Plugin struct {
 	media    atomic.Pointer[sdk.MediaClient]
 	proto    atomic.Pointer[protoConn]
 	streams  mediaStreams
+	drops    refusals
 	trouble  chan string
 	timeouts atomic.Int32
 	calls    atomic.Uint64
@@ -121,7 +122,7 @@ func New(cfgs []Config, deps core.Deps) (*Host, error) {
 		c = c.WithDefaults()
 		p := &Plugin{cfg: c, h: h, log: log.With("plugin", c.Name), state: StateStopped,
 			limiter: rate.NewLimiter(rate.Limit(c.Limits.EventsPerSecond), c.Limits.Burst),
-			trouble: make(chan string, 1)}
+			trouble: make(chan string, 1), drops: refusals{interval: refusalInterval}}
 		p.mCalls, p.mErrs = m.calls.WithLabelValues(c.Name), m.errors.WithLabelValues(c.Name)
 		p.mLatency = m.latency.WithLabelValues(c.Name)
 		for _, k := range c.Kinds {
@@ -200,6 +201,7 @@ func (h *Host) Close() error {
 	h.cancel()
 	h.wg.Wait()
 	for _, p := range h.plugins {
+		p.flushRefusals(time.Now(), true)
 		p.mu.Lock()
 		running := p.client != nil
 		p.mu.Unlock()
@@ -448,7 +450,8 @@ func (p *Plugin) watch(ctx context.Context) string {
 			if w := check(); w != "" {
 				return w
 			}
-		case <-tick.C:
+		case now := <-tick.C:
+			p.flushRefusals(now, false)
 			if w := check(); w != "" {
 				return w
 			}
@@ -540,9 +543,12 @@ func (p *Plugin) kill(why string) {
 }
 
 // refuse journals input from the plugin that the host refused and raises
-// a security event; it returns the verdict for the plugin.
+// a security event; it returns the verdict for the plugin. Beyond the
+// first refusal of a source by a rule in an interval, refusals are
+// counted and journaled as one summary (refusals.go).
 func (p *Plugin) refuse(ev *pb.Event, r core.Reason, rule string) *pb.Verdict {
 	p.h.m.refused.WithLabelValues(p.cfg.Name, rule).Inc()
+	verdict := &pb.Verdict{Action: pb.Action_REFUSE, Reason: r.String(), Rule: rule}
 	t := &core.Transaction{Time: time.Now(), Protocol: p.cfg.Protocol, Src: "plugin:" + p.cfg.Name, Transport: "plugin",
 		Method: "EVENT", Action: core.Refuse.String(), Rule: rule, Reason: r.String(), Detail: "plugin " + p.cfg.Name}
 	if ev != nil {
@@ -553,10 +559,15 @@ func (p *Plugin) refuse(ev *pb.Event, r core.Reason, rule string) *pb.Verdict {
 			t.Src = s
 		}
 	}
+	first, due := p.drops.first(refusalKey{rule: rule, src: t.Src}, r, t.Method, t.Time)
+	p.journalSummaries(due)
+	if !first {
+		return verdict
+	}
 	if p.h.deps.Journal != nil {
 		p.h.deps.Journal.Transaction(t)
 	}
 	p.h.deps.Alerts.Alert(&core.SecurityEvent{Time: t.Time, Rule: rule, Action: t.Action, Src: t.Src,
 		Protocol: p.cfg.Protocol, Detail: "plugin " + p.cfg.Name})
-	return &pb.Verdict{Action: pb.Action_REFUSE, Reason: r.String(), Rule: rule}
+	return verdict
 }

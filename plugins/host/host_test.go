@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ucgate/ucgate/core"
 	"github.com/ucgate/ucgate/plugins/sdk"
@@ -271,14 +272,40 @@ func TestHostilePlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	flooded := func() int {
+		var m dto.Metric
+		if err := env.h.m.refused.WithLabelValues("evil", "plugin/flood").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return int(m.GetCounter().GetValue())
+	}
 	waitFor(t, "every refusal", 20*time.Second, func() bool {
 		r := env.journal.rules()
 		return r["plugin/not_owner"] == 1 && r["plugin/foreign_sender"] == 1 && r["plugin/malformed"] >= 1 &&
-			r["plugin/flood"] > 100 && r["plugin/too_large"] == 1
+			r["plugin/flood"] >= 1 && flooded() > 100 && r["plugin/too_large"] == 1
 	})
 	// The oversized message broke the stream: the plugin is restarted, the
 	// host goes on.
 	waitFor(t, "restart", 15*time.Second, func() bool { return env.h.Status()[0].Restarts >= 1 })
+	// The flood is journaled once, then as one summary of the rest (at the
+	// end of the interval; Close ends it), not once per event.
+	env.h.Close()
+	var records, summarised int
+	env.journal.mu.Lock()
+	for _, tx := range env.journal.txs {
+		if tx.Rule != "plugin/flood" {
+			continue
+		}
+		records++
+		if n, ok := strings.CutPrefix(tx.Detail, "plugin evil: "); ok {
+			k, _ := strconv.Atoi(strings.TrimSuffix(n, " more in 10s"))
+			summarised += k
+		}
+	}
+	env.journal.mu.Unlock()
+	if records > 4 || 1+summarised != flooded() {
+		t.Fatalf("%d plugin/flood records summarising %d refusals after the first, want a few for all %d", records, summarised, flooded())
+	}
 }
 
 func TestBridgeDeliveryToPlugin(t *testing.T) {
