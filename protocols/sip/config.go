@@ -83,7 +83,8 @@ type Listener struct {
 	// Origins are the web origins ("https://phone.example.com") whose
 	// pages may open a WebSocket to a ws or wss listener; a browser's
 	// handshake with another Origin is refused (403, rule sip/origin).
-	// Empty: any origin.
+	// Empty: no browser at all (a handshake without Origin, from a SIP
+	// client that is not a browser, still passes); ["*"]: any origin.
 	Origins []string `yaml:"origins"`
 }
 
@@ -180,6 +181,12 @@ func (c Config) Validate() error {
 			bad(p+".origins", "only applies to ws and wss listeners")
 		}
 		for j, o := range l.Origins {
+			if o == AnyOrigin {
+				if len(l.Origins) > 1 {
+					bad(fmt.Sprintf("%s.origins[%d]", p, j), `"*" (any origin) must be alone`)
+				}
+				continue
+			}
 			if !validOrigin(o) {
 				bad(fmt.Sprintf("%s.origins[%d]", p, j), "must be scheme://host[:port] such as https://phone.example.com, got %q", o)
 			}

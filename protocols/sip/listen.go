@@ -57,7 +57,7 @@ func (a *Adapter) open(ctx context.Context, cfg Listener) (*listener, error) {
 		if l.encrypted {
 			inner = tls.NewListener(inner, a.tlsConf)
 		}
-		if len(cfg.Origins) > 0 && (cfg.Transport == "ws" || cfg.Transport == "wss") {
+		if cfg.Transport == "ws" || cfg.Transport == "wss" {
 			inner = newOriginListener(inner, a, l, cfg.Origins)
 		}
 		l.ln = inner

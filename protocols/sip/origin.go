@@ -27,24 +27,35 @@ var errOrigin = errors.New("sip: websocket origin not allowed")
 
 // originListener checks the Origin of every WebSocket handshake on a ws
 // or wss listener against its allowed origins before sipgo upgrades it
-// (a browser always sends Origin: this keeps other sites' pages from
-// using a visitor's browser to reach the gateway). A handshake without
-// Origin (not a browser) passes; one with an Origin not allowed gets 403
-// and is journaled under RuleOrigin.
+// (a browser always sends Origin, and a page cannot change it: this keeps
+// other sites' pages from using a visitor's browser to reach the
+// gateway). A handshake without Origin passes: it is not a browser, and a
+// program could claim any Origin anyway; it authenticates like any SIP
+// client. One with an Origin not allowed gets 403 and is journaled under
+// RuleOrigin. The check fails closed: a listener with no origins
+// configured refuses every browser; "*" alone allows any origin.
 type originListener struct {
 	net.Listener
 	a       *Adapter
 	l       *listener
 	allowed map[string]bool
+	any     bool
 }
 
 func newOriginListener(inner net.Listener, a *Adapter, l *listener, origins []string) *originListener {
 	m := map[string]bool{}
+	anyOrigin := false
 	for _, o := range origins {
+		if o == AnyOrigin {
+			anyOrigin = true
+		}
 		m[normOrigin(o)] = true
 	}
-	return &originListener{Listener: inner, a: a, l: l, allowed: m}
+	return &originListener{Listener: inner, a: a, l: l, allowed: m, any: anyOrigin}
 }
+
+// AnyOrigin, alone in a listener's origins, allows pages from any origin.
+const AnyOrigin = "*"
 
 func normOrigin(o string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(o)), "/")
@@ -102,7 +113,7 @@ func (c *originConn) check() {
 	}
 	c.buf = head
 	origin, ok := originOf(head)
-	if !ok || c.ol.allowed[normOrigin(origin)] {
+	if !ok || c.ol.any || c.ol.allowed[normOrigin(origin)] {
 		return
 	}
 	c.buf, c.err = nil, errOrigin

@@ -75,6 +75,58 @@ func TestOriginConn(t *testing.T) {
 	}
 }
 
+// TestOriginListenerFailsClosed: a WebSocket listener with no origins
+// configured refuses every browser (a handshake with Origin) and lets a
+// SIP client without Origin through; "*" lets any origin through.
+func TestOriginListenerFailsClosed(t *testing.T) {
+	head := func(origin string) string {
+		s := "GET / HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		if origin != "" {
+			s += "Origin: " + origin + "\r\n"
+		}
+		return s + "\r\n"
+	}
+	for _, tc := range []struct {
+		origins []string
+		origin  string
+		pass    bool
+	}{
+		{nil, "https://phone.example.com", false},
+		{nil, "null", false},
+		{nil, "", true},
+		{[]string{AnyOrigin}, "https://anything.example", true},
+		{[]string{"https://phone.example.com"}, "https://phone.example.com.evil.example", false},
+	} {
+		ol := newOriginListener(nil, testAdapterForOrigin(t), &listener{transport: "wss"}, tc.origins)
+		a, b := net.Pipe()
+		c := &originConn{Conn: a, ol: ol}
+		go b.Write([]byte(head(tc.origin)))
+		got := make(chan string, 1)
+		go func() {
+			r, _ := io.ReadAll(io.LimitReader(c, int64(len(head(tc.origin)))))
+			got <- string(r)
+		}()
+		if !tc.pass {
+			_ = b.SetReadDeadline(time.Now().Add(2 * time.Second))
+			line, _ := bufio.NewReader(b).ReadString('\n')
+			if !strings.HasPrefix(line, "HTTP/1.1 403") {
+				t.Errorf("origins %v, Origin %q: answer %q, want 403", tc.origins, tc.origin, line)
+				a.Close()
+			}
+		}
+		select {
+		case s := <-got:
+			if tc.pass != (s == head(tc.origin)) {
+				t.Errorf("origins %v, Origin %q: reader got %q, want pass %v", tc.origins, tc.origin, s, tc.pass)
+			}
+		case <-time.After(2 * time.Second):
+			t.Errorf("origins %v, Origin %q: reader got nothing", tc.origins, tc.origin)
+		}
+		a.Close()
+		b.Close()
+	}
+}
+
 // FuzzOriginOf: any handshake head reads without a crash.
 func FuzzOriginOf(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\nOrigin: https://a\r\n\r\n"))
