@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"context"
+	"crypto"
 	"crypto/subtle"
 	"crypto/x509"
 	"errors"
@@ -289,7 +290,9 @@ func (t *transport) handshake(ctx context.Context) (recv, send media.Keys, err e
 }
 
 // verify checks the peer's certificate against the fingerprints of its
-// description: one must match (RFC 8122); none, or an unknown hash, fails.
+// description: one must match (RFC 8122), computed with the hash the
+// description names; none, an unknown hash, or MD5 or SHA-1 (broken, and
+// never what a browser sends: RFC 8827 requires SHA-256) fails.
 func (t *transport) verify(raw [][]byte) error {
 	if len(raw) == 0 {
 		return fmt.Errorf("%w: no certificate", ErrFingerprint)
@@ -300,7 +303,7 @@ func (t *transport) verify(raw [][]byte) error {
 	}
 	for _, fp := range t.rem.fingerprints {
 		h, err := fingerprint.HashFromString(fp.alg)
-		if err != nil {
+		if err != nil || h == crypto.MD5 || h == crypto.SHA1 {
 			continue
 		}
 		got, err := fingerprint.Fingerprint(cert, h)

@@ -2,6 +2,8 @@ package webrtc
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"net"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/dtls/v3/pkg/crypto/fingerprint"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	pion "github.com/pion/webrtc/v4"
@@ -122,6 +125,56 @@ func TestTransportFingerprintMismatch(t *testing.T) {
 	_, _, err := runHandshake(t, true)
 	if !errors.Is(err, ErrFingerprint) {
 		t.Fatalf("handshake error %v, want ErrFingerprint", err)
+	}
+}
+
+// TestVerifyFingerprintHash: the certificate must match a fingerprint
+// computed with the hash the description names; MD5 and SHA-1 are not
+// taken even when they match, an unknown hash never.
+func TestVerifyFingerprintHash(t *testing.T) {
+	c, err := newCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := x509.ParseCertificate(c.tls.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := func(h crypto.Hash) string {
+		v, err := fingerprint.Fingerprint(x, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	sha256 := fp(crypto.SHA256)
+	for _, tc := range []struct {
+		name string
+		fps  []certFP
+		ok   bool
+	}{
+		{"sha-256", []certFP{{"sha-256", sha256}}, true},
+		{"sha-256 lower case", []certFP{{"sha-256", strings.ToLower(sha256)}}, true},
+		{"sha-512", []certFP{{"sha-512", fp(crypto.SHA512)}}, true},
+		{"a wrong one, then the right one", []certFP{{"sha-256", fp(crypto.SHA384)[:95]}, {"sha-384", fp(crypto.SHA384)}}, true},
+		{"sha-256 value under sha-384", []certFP{{"sha-384", sha256}}, false},
+		{"md5", []certFP{{"md5", fp(crypto.MD5)}}, false},
+		{"sha-1", []certFP{{"sha-1", fp(crypto.SHA1)}}, false},
+		{"unknown hash", []certFP{{"sha3-256", sha256}}, false},
+		{"none", nil, false},
+		{"other certificate", []certFP{{"sha-256", strings.Replace(sha256, sha256[:2], "00", 1)}}, sha256[:2] == "00"},
+	} {
+		tr := &transport{rem: streamParams{fingerprints: tc.fps}}
+		err := tr.verify(c.tls.Certificate)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: verify = %v, want ok %v", tc.name, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrFingerprint) {
+			t.Errorf("%s: %v is not ErrFingerprint", tc.name, err)
+		}
+	}
+	if err := (&transport{rem: streamParams{fingerprints: []certFP{{"sha-256", sha256}}}}).verify([][]byte{{1, 2, 3}}); !errors.Is(err, ErrFingerprint) {
+		t.Errorf("garbage certificate: %v", err)
 	}
 }
 
