@@ -22,14 +22,16 @@ type dtlsCall struct {
 	enc, dec           *srtp.Context  // the browser's: protects what it sends, opens what it gets
 }
 
-func newDTLSCall(t testing.TB, e *Engine) *dtlsCall {
+func newDTLSCall(t testing.TB, e *Engine, learn ...bool) *dtlsCall {
 	t.Helper()
 	browser, ph := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
 	c := e.NewCall(core.NewSessionID(), nil, nil)
 	t.Cleanup(c.Close)
 	off := audio(browser.addr)
 	off.Protocol, off.Fingerprint, off.ICE, off.RTCPMux = "UDP/TLS/RTP/SAVPF", "sha-256 AB:CD", true, true
-	out, err := c.Offer(core.RoleCaller, desc(off), PeerInfo{})
+	// learn: the browser's source is learnt from its packets, as for a
+	// WebRTC leg (the SIP adapter marks it behind NAT).
+	out, err := c.Offer(core.RoleCaller, desc(off), PeerInfo{BehindNAT: len(learn) > 0 && learn[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +215,11 @@ func TestFeedbackReports(t *testing.T) {
 	}
 	if sr == nil {
 		t.Fatal("no sender report for the 5 packets sent to the browser")
+	}
+	// The report is counted once its write returned: the browser may
+	// read it a moment before.
+	for end := time.Now().Add(time.Second); d.c.FeedbackStats(0).Reports == 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
 	}
 	if n := d.c.FeedbackStats(0).Reports; n == 0 {
 		t.Error("no report counted")
