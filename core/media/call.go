@@ -155,6 +155,9 @@ type stream struct {
 	// fb, when set, is the gateway's own RTCP on the stream's DTLS leg
 	// (SetFeedback).
 	fb atomic.Pointer[feedback]
+	// admit, when set for a leg, decides which new sources of that leg
+	// the relay may latch (SetSourceCheck).
+	admit [2]atomic.Pointer[func(netip.AddrPort) bool]
 }
 
 // legMedia is what one leg's latest description says about a stream.
@@ -644,6 +647,36 @@ func (c *Call) SetKeys(role string, index int, recv, send Keys) error {
 	if st.running {
 		c.configure(st)
 	}
+	return nil
+}
+
+// SetSourceCheck restricts the sources a DTLS-SRTP leg's stream may send
+// from to those ok accepts: the WebRTC adapter gives the addresses that
+// passed its ICE connectivity checks (RFC 8445, consent: RFC 7675). The
+// relay latches a source, or moves its latch to a new one, only when ok
+// says yes; other packets are dropped under RuleSource. SRTP already
+// keeps strangers out; this keeps the leg itself from pointing the
+// relay's media at an address that never answered ICE (a spoofed
+// source). ok is called only for a source the relay has not latched,
+// never on the path of latched packets.
+func (c *Call) SetSourceCheck(role string, index int, ok func(netip.AddrPort) bool) error {
+	l, err := legIndex(role)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if index < 0 || index >= len(c.streams) || c.streams[index] == nil || c.streams[index].closed {
+		return fmt.Errorf("%w: no stream %d", ErrStreams, index)
+	}
+	st := c.streams[index]
+	if st.media[l].mode != SRTPDTLS {
+		return fmt.Errorf("%w: stream %d of the %s is not keyed by DTLS", ErrCrypto, index, role)
+	}
+	st.admit[l].Store(&ok)
 	return nil
 }
 

@@ -343,21 +343,28 @@ func (r *reader) accepts(src netip.AddrPort, now int64, rtcpOnRTP bool) (ok, can
 		return false, false
 	}
 	if !r.latched {
-		return true, true
+		return r.admits(src), true
 	}
 	if rtcpOnRTP {
 		return false, false // a move is proven by RTP
 	}
 	if cfg.relatch && now-r.lastSeen >= cfg.relatchAfter {
 		if !r.rtcpPort {
-			return true, true
+			return r.admits(src), true
 		}
 		// RTCP follows where RTP went.
 		if dst := r.d.rtpDst.Load(); dst != nil && dst.Addr() == src.Addr() {
-			return true, true
+			return r.admits(src), true
 		}
 	}
 	return false, false
+}
+
+// admits asks the leg's source check (SetSourceCheck), if any, about a
+// source the reader may latch.
+func (r *reader) admits(src netip.AddrPort) bool {
+	ok := r.st.admit[r.d.from].Load()
+	return ok == nil || (*ok)(src)
 }
 
 func (r *reader) relayRTP(b []byte, src netip.AddrPort, now int64) {

@@ -209,6 +209,14 @@ func (g *Leg) Start() error {
 			return err
 		}
 		t := newTransport(pc, g.loc, p, g.legs.cert, g.legs.cfg.HandshakeTimeout)
+		// The relay takes media only from addresses that passed a
+		// connectivity check (ICE consent).
+		if err := g.call.SetSourceCheck(g.role, i, func(src netip.AddrPort) bool {
+			return t.checked(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
+		}); err != nil {
+			pc.Close()
+			return err
+		}
 		g.transports[i] = t
 		go t.readLoop()
 		go g.handshake(i, t)
