@@ -23,6 +23,12 @@ type Message struct {
 	Time time.Time
 	// Session ties the message to a session, if any.
 	Session SessionID
+	// Judged says the stages already judged the message where it entered
+	// the gateway: the adapter that received it ran the pipeline and the
+	// message was allowed. The delivering adapter then does not judge it
+	// again, so that a source is charged once by the rate limits and a
+	// stage plugin is asked once. False (the zero value) has it judged.
+	Judged bool
 }
 
 // PresenceKind says what a presence exchange is (RFC 7248).
@@ -59,6 +65,8 @@ type Presence struct {
 	Status    string
 	Src       Source
 	Time      time.Time
+	// Judged: as Message.Judged.
+	Judged bool
 }
 
 // Deliverer is an adapter's ability to deliver messages and presence to

@@ -183,10 +183,16 @@ func (pc *protoConn) onEvent(ev *pb.Event) (*pb.Verdict, string) {
 		}
 		ctx, cancel := context.WithTimeout(pc.ctx, deliverTimeout)
 		defer cancel()
+		// The pipeline allowed it above: the delivering adapter does not
+		// judge it again.
 		if ce.Kind == core.KindMessage {
-			err = target.DeliverMessage(ctx, MessageFrom(ev, ce))
+			m := MessageFrom(ev, ce)
+			m.Judged = true
+			err = target.DeliverMessage(ctx, m)
 		} else {
-			err = target.DeliverPresence(ctx, PresenceFrom(ev, ce))
+			pr := PresenceFrom(ev, ce)
+			pr.Judged = true
+			err = target.DeliverPresence(ctx, pr)
 		}
 		if err != nil {
 			var de *core.DeliveryError

@@ -576,7 +576,10 @@ func bridgeEvent(kind core.Kind, proto, method string, src core.Source, from, to
 // runBridged runs the pipeline on an event from the other side. A verdict
 // that does not allow is journaled and returned as the refusal the other
 // side answers with.
-func (a *Adapter) runBridged(ctx context.Context, ev *core.Event, rec *core.Transaction) error {
+func (a *Adapter) runBridged(ctx context.Context, judged bool, ev *core.Event, rec *core.Transaction) error {
+	if judged {
+		return nil // the adapter it entered by judged it (core.Message.Judged)
+	}
 	d := a.pipeline.Load().Run(ctx, ev)
 	if d.Action == core.Allow {
 		return nil
@@ -733,7 +736,7 @@ func (a *Adapter) DeliverMessage(ctx context.Context, m *core.Message) error {
 	ctx, cancel := a.bounded(ctx)
 	defer cancel()
 	if !routed {
-		if err := a.runBridged(ctx, bridgeEvent(core.KindMessage, proto, "MESSAGE", m.Src, m.From, m.To, nil), &rec); err != nil {
+		if err := a.runBridged(ctx, m.Judged, bridgeEvent(core.KindMessage, proto, "MESSAGE", m.Src, m.From, m.To, nil), &rec); err != nil {
 			return err
 		}
 		return refuse(core.ReasonNotFound, "sip/no_route", "no such SIP user")
@@ -754,7 +757,7 @@ func (a *Adapter) DeliverMessage(ctx context.Context, m *core.Message) error {
 		if t.binding == nil {
 			ev.Route = t.upstreams[0].name
 		}
-		return a.runBridged(ctx, ev, &rec)
+		return a.runBridged(ctx, m.Judged, ev, &rec)
 	}
 	res, _, err := a.across(ctx, t, local, m.From.Display, build, before)
 	var de *core.DeliveryError

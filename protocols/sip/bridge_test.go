@@ -475,6 +475,16 @@ func TestBridgeSecurityStages(t *testing.T) {
 		t.Fatalf("journal of the denied message: %+v", rec)
 	}
 
+	// A message the adapter it entered by already judged (Judged) is not
+	// judged again: the stages would charge its source twice. The denied
+	// source above passes here, which shows the pipeline did not run.
+	if err := e.a.DeliverMessage(context.Background(), &core.Message{ID: "judged-1", Judged: true, From: juliet, To: alice, Body: "once", Src: bad}); err != nil {
+		t.Fatalf("a message judged where it entered: %v", err)
+	}
+	if got := recv(t, pbxGot, "the judged message"); string(got.Body()) != "once" {
+		t.Fatalf("judged message body %q", got.Body())
+	}
+
 	// Presence the same way: a denied source subscribes to nothing.
 	err = e.a.DeliverPresence(context.Background(), &core.Presence{Kind: core.PresenceSubscribe, From: juliet, To: alice, Src: bad})
 	if de := (*core.DeliveryError)(nil); !errors.As(err, &de) {

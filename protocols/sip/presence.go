@@ -908,7 +908,7 @@ func (a *Adapter) notifySIP(ctx context.Context, p *core.Presence) error {
 	if len(subs) > 0 {
 		proto := a.peerProtocol(p.From.Domain)
 		rec := bridgeRecord("NOTIFY", p.Src, p.From, p.To, proto)
-		if err := a.runBridged(ctx, bridgeEvent(core.KindPresence, proto, "NOTIFY", p.Src, p.From, p.To, nil), &rec); err != nil {
+		if err := a.runBridged(ctx, p.Judged, bridgeEvent(core.KindPresence, proto, "NOTIFY", p.Src, p.From, p.To, nil), &rec); err != nil {
 			return err
 		}
 	}
@@ -979,7 +979,7 @@ func (a *Adapter) subscribeSIP(ctx context.Context, p *core.Presence, quiet bool
 	ctx, cancel := a.bounded(ctx)
 	defer cancel()
 	if !routed {
-		if err := a.runBridged(ctx, bridgeEvent(core.KindPresence, proto, "SUBSCRIBE", p.Src, p.From, p.To, nil), &rec); err != nil {
+		if err := a.runBridged(ctx, p.Judged, bridgeEvent(core.KindPresence, proto, "SUBSCRIBE", p.Src, p.From, p.To, nil), &rec); err != nil {
 			return err
 		}
 		if quiet {
@@ -999,7 +999,7 @@ func (a *Adapter) subscribeSIP(ctx context.Context, p *core.Presence, quiet bool
 			if t.binding == nil {
 				ev.Route = t.upstreams[0].name
 			}
-			if err := a.runBridged(ctx, ev, &rec); err != nil {
+			if err := a.runBridged(ctx, p.Judged, ev, &rec); err != nil {
 				return err
 			}
 		}

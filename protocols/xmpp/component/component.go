@@ -417,7 +417,7 @@ func (c *Component) onMessage(m *inMessage, size int) {
 	}
 	rec.To = protocolOf(dl) + ":" + to.Bare().String()
 	id := m.ID
-	msg := &core.Message{ID: id, From: identity(from), To: identity(to), Body: body, ContentType: "text/plain",
+	msg := &core.Message{ID: id, Judged: true, From: identity(from), To: identity(to), Body: body, ContentType: "text/plain",
 		Src: c.source(), Time: time.Now()}
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DeliveryTimeout)
 	defer cancel()
@@ -522,6 +522,7 @@ func (c *Component) onPresence(p *inPresence) {
 	rec.To = protocolOf(dl) + ":" + to.Bare().String()
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DeliveryTimeout)
 	defer cancel()
+	pres.Judged = true // the pipeline allowed it above
 	if err := dl.DeliverPresence(ctx, pres); err != nil {
 		v := deliveryVerdict(err)
 		if pres.Kind == core.PresenceUpdate {
