@@ -121,3 +121,58 @@ func (b *Bridge) For(domain string) (Deliverer, bool) {
 	b.mu.RUnlock()
 	return d, ok
 }
+
+// CallOffer is a call from one adapter's user to another adapter's user,
+// in neutral form: a protocol plugin's session offer to a SIP user, say.
+type CallOffer struct {
+	// Session is the caller's session; the delivering adapter writes the
+	// CDR of its own leg under its own session and names this one.
+	Session SessionID
+	From    Identity
+	To      Identity
+	// Media is the caller's offer: where it receives and what it carries.
+	Media *MediaDesc
+	// Src is where the offer entered the gateway.
+	Src Source
+	// Judged: as Message.Judged.
+	Judged bool
+}
+
+// CallPeer is the calling adapter's side of a bridged call: the
+// delivering adapter tells it how the call goes. Answered comes at most
+// once, before any Ended; Ended comes exactly once, unless the caller
+// ended the call itself (CallLeg.End).
+type CallPeer interface {
+	// Answered gives the callee's answer, in neutral form: where the
+	// caller sends its media (the gateway's relay when it anchors media).
+	Answered(media *MediaDesc)
+	// Ended says the call ended on the delivering side or was refused:
+	// a core reason name ("normal", "busy", "not_found", "no_answer").
+	Ended(reason string)
+}
+
+// CallLeg is the delivering adapter's side of a bridged call.
+type CallLeg interface {
+	// End ends the call from the caller's side (reason goes into the
+	// CDR): a BYE once answered, a CANCEL while ringing. Idempotent.
+	End(reason string)
+}
+
+// CallDeliverer is an adapter (on the Bridge, for its domains) that can
+// place a call to one of its users. OfferCall starts the call and returns
+// at once; a refusal known at once (no such user, the stages refused) is
+// a *DeliveryError and peer is then not told anything.
+type CallDeliverer interface {
+	OfferCall(ctx context.Context, offer *CallOffer, peer CallPeer) (CallLeg, error)
+}
+
+// CallsFor finds the adapter that serves domain on the bridge and can
+// place calls, or false.
+func (b *Bridge) CallsFor(domain string) (CallDeliverer, bool) {
+	d, ok := b.For(domain)
+	if !ok {
+		return nil, false
+	}
+	cd, ok := d.(CallDeliverer)
+	return cd, ok
+}
