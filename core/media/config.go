@@ -35,7 +35,9 @@ type Config struct {
 	// its a=rtcp or port+1), "nat" the first source of a stream when the
 	// signalling says the leg is behind NAT and else as strict, "always"
 	// the first source that sends valid RTP (after SRTP authentication on
-	// an SRTP leg). Default "nat".
+	// an SRTP leg). Default "nat". A DTLS-SRTP (WebRTC) leg is always
+	// learnt, from authenticated packets of an address that passed ICE,
+	// and sent nothing before: ICE, not its description, says where it is.
 	Latch string `yaml:"latch"`
 	// Relatch lets a latched stream move to a new source (Wi-Fi to 4G)
 	// when the new source keeps the stream's SSRC and sequence

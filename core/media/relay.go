@@ -137,6 +137,13 @@ func (c *Call) configure(st *stream) {
 		m, om := &st.media[l], &st.media[o]
 		d := st.dirs[l]
 		learn, hold := c.e.learns(c.legs[l].nat)
+		if m.mode == SRTPDTLS {
+			// ICE decides where a DTLS leg's media comes from and goes
+			// to, whatever the latch mode: the relay learns it from
+			// authenticated packets (under the leg's source check) and
+			// sends nothing to the address its description claims.
+			learn, hold = true, true
+		}
 		if !learn && !m.from.IsValid() && c.e.cfg.Latch == LatchNAT {
 			// No usable address ever (a name, not an address): learn it.
 			learn = true

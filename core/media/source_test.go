@@ -38,3 +38,38 @@ func TestSourceCheck(t *testing.T) {
 	}
 	stranger.silent()
 }
+
+// TestDTLSLegAlwaysLearnt: whatever the latch mode, nothing goes to the
+// address a DTLS leg's description names before that leg has sent an
+// authenticated packet from an address its source check admits (its
+// description may name anyone); then media goes to that address.
+func TestDTLSLegAlwaysLearnt(t *testing.T) {
+	for _, mode := range []string{LatchStrict, LatchNAT, LatchAlways} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := testConfig(100)
+			cfg.Latch = mode
+			e, _ := newEngine(t, cfg)
+			d := newDTLSCall(t, e) // the description names d.browser.addr; not behind NAT
+			checked := newPhone(t, "127.0.0.1")
+			if err := d.c.SetSourceCheck(core.RoleCaller, 0, func(src netip.AddrPort) bool { return src == checked.addr }); err != nil {
+				t.Fatal(err)
+			}
+			d.phone.send(rtpPkt(t, 0, 9, 1, 0, []byte("early")), d.toPhone)
+			d.browser.silent()
+			pkt, _ := d.enc.EncryptRTP(nil, rtpPkt(t, 0, 7, 1, 0, []byte("from the described address")), nil)
+			d.browser.send(pkt, d.toGateway)
+			d.phone.silent()
+			pkt, _ = d.enc.EncryptRTP(nil, rtpPkt(t, 0, 7, 2, 160, []byte("checked")), nil)
+			checked.send(pkt, d.toGateway)
+			if b, _ := d.phone.mustRecv(); string(payloadOf(t, b)) != "checked" {
+				t.Fatalf("relayed %q", payloadOf(t, b))
+			}
+			d.phone.send(rtpPkt(t, 0, 9, 2, 160, []byte("back")), d.toPhone)
+			b, _ := checked.mustRecv()
+			if plain, err := d.dec.DecryptRTP(nil, b, nil); err != nil || string(payloadOf(t, plain)) != "back" {
+				t.Fatalf("the checked address got %x: %v", b, err)
+			}
+			d.browser.silent()
+		})
+	}
+}
