@@ -143,7 +143,13 @@ func (t *transport) onSTUN(m *stun.Message, b []byte, src netip.AddrPort) {
 			known = true
 		}
 	}
-	if !known && len(t.peers) < maxPeers {
+	if !known && len(t.peers) >= maxPeers {
+		// No room to remember it: not answered, never selected (DTLS and
+		// media would not be taken from it).
+		t.mu.Unlock()
+		return
+	}
+	if !known {
 		t.peers = append(t.peers, src)
 	}
 	if m.Contains(stun.AttrUseCandidate) || !t.selected.IsValid() {

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/dtls/v3/pkg/crypto/fingerprint"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
+	"github.com/pion/stun/v4"
 	pion "github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 )
@@ -243,4 +244,74 @@ func sendSamples(t testing.TB, b *browser) (stop func()) {
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { close(done) }) }
+}
+
+// TestTransportPeersBounded: connectivity checks are answered only with
+// the gateway's credentials, and from at most maxPeers addresses per
+// stream; a check from one more address is not answered and does not
+// become the selected pair (DTLS and media would not be taken from it).
+func TestTransportPeersBounded(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	loc := local{ufrag: randomICE(8), pwd: randomICE(24)}
+	rem := streamParams{ufrag: "brws", pwd: randomICE(24)}
+	tr := newTransport(pc, loc, rem, nil, time.Second)
+	t.Cleanup(tr.close)
+	go tr.readLoop()
+	check := func(pwd string, useCandidate bool) []byte {
+		setters := []stun.Setter{stun.TransactionID, stun.BindingRequest, stun.NewUsername(loc.ufrag + ":" + rem.ufrag)}
+		if useCandidate {
+			setters = append(setters, stun.RawAttribute{Type: stun.AttrUseCandidate})
+		}
+		setters = append(setters, stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+		m, err := stun.Build(setters...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Raw
+	}
+	answered := func(c net.PacketConn, req []byte) bool {
+		if _, err := c.WriteTo(req, pc.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		buf := make([]byte, 1500)
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			return false
+		}
+		res := &stun.Message{Raw: buf[:n]}
+		return res.Decode() == nil && res.Type == stun.BindingSuccess && stun.NewShortTermIntegrity(loc.pwd).Check(res) == nil
+	}
+	var socks []net.PacketConn
+	for range maxPeers + 1 {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		socks = append(socks, c)
+	}
+	if answered(socks[0], check("wrong password", true)) {
+		t.Fatal("a check with the wrong password was answered")
+	}
+	for i, c := range socks[:maxPeers] {
+		if !answered(c, check(loc.pwd, false)) {
+			t.Fatalf("check %d not answered", i)
+		}
+	}
+	last := socks[maxPeers]
+	if answered(last, check(loc.pwd, true)) {
+		t.Fatalf("a check from peer %d was answered", maxPeers+1)
+	}
+	lastAddr := last.LocalAddr().(*net.UDPAddr).AddrPort()
+	if tr.peer() == lastAddr || tr.checked(lastAddr) {
+		t.Fatalf("peer %d selected or checked", maxPeers+1)
+	}
+	if !tr.checked(socks[0].LocalAddr().(*net.UDPAddr).AddrPort()) {
+		t.Fatal("the first checked peer is not known")
+	}
 }
