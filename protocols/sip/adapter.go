@@ -376,6 +376,7 @@ func (a *Adapter) Close() error {
 		return nil
 	}
 	a.dialogs.each(func(c *call) { c.terminate(core.RoleGateway, "shutdown") })
+	a.dialogs.eachBridged(func(c *bridgeCall) { c.terminate(core.RoleGateway, "shutdown") })
 	a.endSubscriptions()
 	done := make(chan struct{})
 	go func() { a.calls.Wait(); close(done) }()

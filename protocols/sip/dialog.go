@@ -23,10 +23,12 @@ type dialogKey struct {
 	tag    string
 }
 
-// dialogRef is one leg of a call.
+// dialogRef is one leg of a call: of a B2BUA call, or (bc set, call nil)
+// the SIP leg of a call bridged from another adapter (bridgecall.go).
 type dialogRef struct {
 	call *call
 	side int // sideA or sideB
+	bc   *bridgeCall
 }
 
 func newDialogTable() *dialogTable {
@@ -78,7 +80,7 @@ func (t *dialogTable) each(f func(*call)) {
 		sh.mu.RLock()
 		var calls []*call
 		for _, r := range sh.m {
-			if !seen[r.call] {
+			if r.call != nil && !seen[r.call] {
 				seen[r.call] = true
 				calls = append(calls, r.call)
 			}
@@ -87,5 +89,23 @@ func (t *dialogTable) each(f func(*call)) {
 		for _, c := range calls {
 			f(c)
 		}
+	}
+}
+
+// eachBridged calls f once for every bridged call in the table.
+func (t *dialogTable) eachBridged(f func(*bridgeCall)) {
+	var list []*bridgeCall
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		for _, r := range sh.m {
+			if r.bc != nil {
+				list = append(list, r.bc)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	for _, c := range list {
+		f(c)
 	}
 }

@@ -263,5 +263,9 @@ func (a *Adapter) onStrayResponse(res *sip.Response) {
 	if !ok || ref.side != sideB {
 		return
 	}
+	if ref.bc != nil {
+		ref.bc.resendAck()
+		return
+	}
 	ref.call.resendAckB()
 }

@@ -36,6 +36,9 @@ func (a *Adapter) onAck(req *sip.Request, tx sip.ServerTransaction) {
 		a.finish(in, 0)
 		return
 	}
+	if ref.bc != nil {
+		return // the gateway is the UAC of a bridged call: no ACK is due to it
+	}
 	if ref.side == sideA {
 		ref.call.ackFromA(req)
 	}
@@ -73,7 +76,10 @@ func (a *Adapter) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	ev := a.event(in, kind)
 	ref, known := a.dialogOf(req)
 	ev.DialogKnown = known
-	if known {
+	if known && ref.bc != nil {
+		ev.Session, in.rec.Session = ref.bc.sess.ID, ref.bc.sess.ID
+		ev.DialogSameSource, ev.DialogSeqOK = ref.bc.facts(req, in.src)
+	} else if known {
 		ev.Session = ref.call.sess.ID
 		in.rec.Session = ref.call.sess.ID
 		ev.DialogSameSource, ev.DialogSeqOK = ref.call.facts(req, ref.side, in.src)
@@ -105,6 +111,10 @@ func (a *Adapter) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if !known {
 		a.refuse(in, core.RefuseWith(core.ReasonNoDialog, "sip/no_dialog", ""), "sip")
+		return
+	}
+	if ref.bc != nil {
+		ref.bc.onRequest(in)
 		return
 	}
 	ref.call.forward(in, ref.side)
