@@ -307,6 +307,11 @@ func BenchmarkRelayPathFeedback(b *testing.B) {
 			cfg.MaxPacketsPerSecond, cfg.MaxBitrate = 1e9, 1e12
 			e, _ := newEngine(b, cfg)
 			d := newDTLSCall(b, e)
+			// The relay sends a DTLS leg nothing before it has learnt
+			// where the browser is: from its first packet.
+			first, _ := d.enc.EncryptRTP(nil, rtpPkt(b, 0, 0xB0, 1, 0, []byte("hello")), nil)
+			d.browser.send(first, d.toGateway)
+			d.phone.mustRecv()
 			if tc.fb != nil {
 				if err := d.c.SetFeedback(core.RoleCaller, 0, *tc.fb); err != nil {
 					b.Fatal(err)
