@@ -36,7 +36,12 @@ type protoConn struct {
 	mu       sync.Mutex
 	pending  map[uint64]chan *pb.DeliveryResult
 	sessions map[core.SessionID]*core.Session
-	closed   bool
+	// calls are the plugin's sessions bridged to another adapter's call
+	// (a SIP INVITE): their far leg, and the peer the far side tells.
+	calls map[core.SessionID]*bridgedCall
+	// untold are the bridged calls whose id the plugin has not had yet.
+	untold map[core.SessionID]*bridgedCall
+	closed bool
 }
 
 func (p *Plugin) connect(c *sdk.ProtocolClient) (*protoConn, error) {
@@ -47,7 +52,8 @@ func (p *Plugin) connect(c *sdk.ProtocolClient) (*protoConn, error) {
 		return nil, err
 	}
 	pc := &protoConn{p: p, st: st, ctx: ctx, cancel: cancel, sem: make(chan struct{}, maxInFlight),
-		pending: map[uint64]chan *pb.DeliveryResult{}, sessions: map[core.SessionID]*core.Session{}}
+		pending: map[uint64]chan *pb.DeliveryResult{}, sessions: map[core.SessionID]*core.Session{},
+		calls: map[core.SessionID]*bridgedCall{}, untold: map[core.SessionID]*bridgedCall{}}
 	go pc.recv()
 	return pc, nil
 }
@@ -98,6 +104,7 @@ func (pc *protoConn) recv() {
 				defer func() { <-pc.sem }()
 				v, sid := pc.onEvent(ev)
 				pc.answer(ev.GetId(), v, sid)
+				pc.told(core.SessionID(sid))
 			}()
 		case *pb.PluginToHost_Delivered:
 			r := x.Delivered
@@ -229,6 +236,9 @@ func (pc *protoConn) onEvent(ev *pb.Event) (*pb.Verdict, string) {
 			return done(core.RefuseWith(core.ReasonBusy, "plugin/max_sessions", ""), 0, "")
 		}
 		rec.Session = s.ID
+		if v, bridged := pc.offerCall(s, ce); bridged {
+			return done(v, 100, string(s.ID))
+		}
 		return done(core.Verdict{}, 100, string(s.ID))
 	case core.KindSessionAnswer:
 		owned.Answer(start)
@@ -250,7 +260,14 @@ func (pc *protoConn) end(s *core.Session, reason, by string) {
 	p := pc.p
 	pc.mu.Lock()
 	delete(pc.sessions, s.ID)
+	bc := pc.calls[s.ID]
+	delete(pc.calls, s.ID)
 	pc.mu.Unlock()
+	if bc != nil && bc.leg != nil && by != core.RoleCallee {
+		// The plugin's side ended (or the plugin stopped): the far leg
+		// ends too (a SIP BYE or CANCEL), with the same reason.
+		bc.leg.End(reason)
+	}
 	cdr := s.End(time.Now(), 503, reason, by)
 	if p.h.deps.Sessions != nil {
 		p.h.deps.Sessions.Remove(s.ID)

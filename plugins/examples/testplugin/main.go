@@ -7,6 +7,8 @@
 //	testplugin -kind stage -mode hang             never answer Decide
 //	testplugin -kind protocol -mode offer         offer one session and answer it
 //	testplugin -kind protocol -mode hostile       end a session it does not own, send a foreign sender, flood
+//	testplugin -kind protocol -mode call -call-to alice@sip.example.com -hold 3s,0 -state FILE -report FILE
+//	                                              place calls (see call.go)
 //	testplugin -kind media                        return every packet as it came
 //	-versions 1       offer only contract version 1 (99: a version no host speaks)
 //	-pidfile FILE     write the process id to FILE
@@ -30,6 +32,10 @@ func main() {
 	mode := flag.String("mode", "", "behaviour")
 	versions := flag.String("versions", "", "contract versions to offer (default all)")
 	pidfile := flag.String("pidfile", "", "write the pid here")
+	callTo := flag.String("call-to", "", "mode call: the callee, user@domain")
+	hold := flag.String("hold", "3s", "mode call: how long each call sends media before the plugin ends it (0: until killed), one per call")
+	state := flag.String("state", "", "mode call: file counting the calls placed (a restarted plugin places only the rest)")
+	report := flag.String("report", "", "mode call: file the per-call packet counts are appended to")
 	flag.Parse()
 	if *pidfile != "" {
 		if err := os.WriteFile(*pidfile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
@@ -54,7 +60,7 @@ func main() {
 	case sdk.KindStage:
 		impl = stage{mode: *mode}
 	case sdk.KindProtocol:
-		impl = &protocol{mode: *mode}
+		impl = &protocol{mode: *mode, call: callConfig{to: *callTo, hold: *hold, state: *state, report: *report}}
 	case sdk.KindMedia:
 		impl = media{}
 	}
@@ -78,7 +84,9 @@ func (s stage) Decide(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
 }
 
 type protocol struct {
-	mode string
+	mode  string
+	call  callConfig
+	calls calls
 }
 
 func (p *protocol) Serve(ctx context.Context, w *pb.Welcome, h sdk.Host) error {
@@ -86,6 +94,10 @@ func (p *protocol) Serve(ctx context.Context, w *pb.Welcome, h sdk.Host) error {
 	to := &pb.Identity{User: "carol", Domain: w.GetDomain()}
 	src := &pb.Source{Addr: "127.0.0.1:7000", Transport: "tcp"}
 	switch p.mode {
+	case "call":
+		if err := p.placeCalls(ctx, w, h); err != nil {
+			fmt.Fprintln(os.Stderr, "calls:", err)
+		}
 	case "offer":
 		r, err := h.Submit(ctx, &pb.Event{Kind: pb.Kind_SESSION_OFFER, Method: "CALL", Session: "c1", Src: src, From: from, To: to})
 		if err != nil {
@@ -122,6 +134,9 @@ func (p *protocol) Serve(ctx context.Context, w *pb.Welcome, h sdk.Host) error {
 }
 
 func (p *protocol) Deliver(_ context.Context, ev *pb.Event) *pb.Verdict {
+	if ev.GetKind() == pb.Kind_SESSION_ANSWER || ev.GetKind() == pb.Kind_SESSION_END {
+		return p.calls.event(ev)
+	}
 	if ev.GetTo().GetUser() == "carol" {
 		fmt.Fprintln(os.Stderr, "delivered to carol:", ev.GetBody())
 		return &pb.Verdict{}
