@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ucgate/ucgate/core"
+	"github.com/ucgate/ucgate/core/journal"
+	h "github.com/ucgate/ucgate/e2e/harness"
+)
+
+// TestPluginCallToSIP: a protocol plugin (the Go test plugin, mode call)
+// calls alice@sip.example.com, a SIP user reached along the routes (sipp
+// as a UAS echoing RTP). The call reaches sipp as an INVITE whose media is
+// anchored in the gateway; the plugin's RTP goes through the relay to
+// sipp and back; the plugin ends the call and sipp gets its BYE. A second
+// call is interrupted by killing the plugin with SIGKILL: sipp gets its
+// BYE, the CDRs say plugin_crashed, the plugin is restarted (and places no
+// call again) and the gateway keeps answering SIP.
+func TestPluginCallToSIP(t *testing.T) {
+	h.RequirePeer(t, "sipp")
+	bin := testPlugin(t)
+	dir := t.TempDir()
+	pidfile, state, report := filepath.Join(dir, "pid"), filepath.Join(dir, "state"), filepath.Join(dir, "report")
+	alice := h.StartSipp(t, h.SippConfig{Name: "sipp-alice", Scenario: "uas", RTPEcho: true, Calls: 2, Timeout: 90 * time.Second})
+	gw, udp, admin := pluginGateway(t, fmt.Sprintf(`  - name: vendor
+    kind: protocol
+    binary: %s
+    sha256: %s
+    domain: vendor.example.com
+    args: [-kind, protocol, -mode, call, -call-to, alice@sip.example.com, -hold, "3s,0", -state, %s, -report, %s, -pidfile, %s]
+`, bin, sha256File(t, bin), state, report, pidfile), fmt.Sprintf(`  upstreams:
+    - {name: alice, address: "%s", transport: udp, zone: trunk}
+  routes:
+    - {default: true, upstreams: [alice]}
+  bridge:
+    domain: sip.example.com
+%s`, alice.Addr(), mediaSection("")))
+	db := filepath.Join(gw.DataDir, "journal.db")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	// The first call: media both ways through the relay, ended by the plugin.
+	var line string
+	pluginWait(t, "the first call's report", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(report)
+		line, _, _ = strings.Cut(string(b), "\n")
+		return line != ""
+	})
+	t.Logf("plugin: %s", line)
+	m := regexp.MustCompile(`^call 1 session (\S+) sent (\d+) received (\d+) end plugin_hangup$`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("first call: %q", line)
+	}
+	sent, _ := strconv.Atoi(m[2])
+	received, _ := strconv.Atoi(m[3])
+	if sent < 100 || received < sent/2 {
+		t.Fatalf("first call: sent %d, received %d back through sipp's echo", sent, received)
+	}
+	var cdrs []core.CDR
+	pluginWait(t, "the first call's SIP CDR", 10*time.Second, func() bool {
+		cdrs, _ = journal.QueryCDRs(ctx, db, journal.CDRFilter{EndReason: "normal", Limit: 10})
+		for _, c := range cdrs {
+			if len(c.Legs) == 2 && c.Legs[1].Protocol == "sip" {
+				cdrs = []core.CDR{c}
+				return true
+			}
+		}
+		return false
+	})
+	c := cdrs[0]
+	if c.From != "bob@vendor.example.com" || c.To != "alice@sip.example.com" || c.EndedBy != core.RoleCaller || c.Answer.IsZero() ||
+		c.Legs[0].Protocol != "vendor" || c.Legs[0].CallID != m[1] {
+		t.Fatalf("first call's CDR: %+v", c)
+	}
+	for _, role := range []string{core.RoleCaller, core.RoleCallee} {
+		if ms, ok := mediaFrom(c, role); !ok || ms.Packets < 50 {
+			t.Fatalf("first call: media from the %s through the relay: %+v", role, c.Media)
+		}
+	}
+
+	// The second call: the plugin is killed while media flows.
+	if _, err := gw.Proc.WaitLog(ctx, regexp.MustCompile(`call 2 session \S+ sent [1-9]\d* received [1-9]`)); err != nil {
+		t.Fatalf("second call's media: %v", err)
+	}
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(string(b))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// sipp's two calls both end with the BYE it waits for.
+	if r := alice.Wait(ctx); !r.OK() || r.Stats.SuccessfulCall != 2 {
+		t.Fatalf("sipp as alice: %s", r)
+	}
+	pluginWait(t, "the CDRs of the interrupted call", 15*time.Second, func() bool {
+		cdrs, _ = journal.QueryCDRs(ctx, db, journal.CDRFilter{EndReason: "plugin_crashed", Limit: 10})
+		return len(cdrs) == 2
+	})
+	sipLeg := false
+	for _, c := range cdrs {
+		if c.From != "bob@vendor.example.com" || c.Answer.IsZero() {
+			t.Fatalf("interrupted call's CDR: %+v", c)
+		}
+		if len(c.Legs) == 2 && c.Legs[1].Protocol == "sip" {
+			sipLeg = true
+		}
+	}
+	if !sipLeg {
+		t.Fatalf("no CDR of the SIP leg says plugin_crashed: %+v", cdrs)
+	}
+	if r := h.RunSipp(t, ctx, h.SippConfig{Name: "sipp-options", ScenarioXML: sippOptions, Remote: udp, Calls: 10, Rate: 20,
+		Timeout: 20 * time.Second}); !r.OK() || r.Stats.SuccessfulCall != 10 {
+		t.Fatalf("sipp OPTIONS after the kill: %s", r)
+	}
+	pluginWait(t, "the restart", 20*time.Second, func() bool {
+		ps := plugins(t, admin)
+		return ps[0].Restarts >= 1 && ps[0].State == "running"
+	})
+}
