@@ -916,7 +916,10 @@ func (x *EventResult) GetSession() string {
 }
 
 // Deliver asks the plugin to deliver an event (MESSAGE or PRESENCE) to
-// one of its users. The plugin answers with a DeliveryResult of the same id.
+// one of its users, or tells it how a session it offered to another
+// adapter's user goes: SESSION_ANSWER (media: where to send) or
+// SESSION_END (reason), session being the id of its EventResult. The
+// plugin answers with a DeliveryResult of the same id.
 type Deliver struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
