@@ -128,3 +128,138 @@ func TestPluginCallToSIP(t *testing.T) {
 		return ps[0].Restarts >= 1 && ps[0].State == "running"
 	})
 }
+
+// sippCallsPlugin calls bob@vendor.example.com (a protocol plugin's user)
+// from alice@sip.example.com, plays PCMA from a pcap for 3 s and hangs up.
+const sippCallsPlugin = `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="UAC: call a plugin's user, play a pcap, hang up">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:bob@vendor.example.com SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: Alice <sip:alice@sip.example.com>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:bob@vendor.example.com>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:alice@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true" />
+  <recv response="180" optional="true" />
+  <recv response="200" rrs="true" />
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: Alice <sip:alice@sip.example.com>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:bob@vendor.example.com>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop>
+    <action>
+      <exec play_pcap_audio="/usr/share/sip-tester/g711a.pcap" />
+    </action>
+  </nop>
+  <pause milliseconds="3000" />
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: Alice <sip:alice@sip.example.com>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:bob@vendor.example.com>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" />
+</scenario>
+`
+
+// TestSIPCallToPlugin: a SIP user agent (sipp playing a pcap of PCMA)
+// calls bob@vendor.example.com, a user of a protocol plugin (the Go test
+// plugin, mode answer, which echoes the RTP it receives). The INVITE
+// reaches the plugin as a SESSION_OFFER, its answer comes back as the
+// 200's SDP (the gateway's relay), the RTP flows through the relay both
+// ways, and sipp's BYE reaches the plugin as a SESSION_END.
+func TestSIPCallToPlugin(t *testing.T) {
+	h.RequirePeer(t, "sipp")
+	if _, err := os.Stat("/usr/share/sip-tester/g711a.pcap"); err != nil {
+		t.Fatalf("sipp's pcap: %v", err)
+	}
+	bin := testPlugin(t)
+	report := filepath.Join(t.TempDir(), "report")
+	gw, udp, _ := pluginGateway(t, fmt.Sprintf(`  - name: vendor
+    kind: protocol
+    binary: %s
+    sha256: %s
+    domain: vendor.example.com
+    args: [-kind, protocol, -mode, answer, -report, %s]
+`, bin, sha256File(t, bin), report), fmt.Sprintf(`  bridge:
+    domain: sip.example.com
+%s`, mediaSection("")))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if r := h.RunSipp(t, ctx, h.SippConfig{Name: "sipp-alice", ScenarioXML: sippCallsPlugin, Remote: udp, Calls: 1,
+		Timeout: 30 * time.Second}); !r.OK() {
+		t.Fatalf("sipp's call to the plugin: %s", r)
+	}
+	var line string
+	pluginWait(t, "the plugin's report", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(report)
+		line = strings.TrimSpace(string(b))
+		return line != ""
+	})
+	t.Logf("plugin: %s", line)
+	m := regexp.MustCompile(`^answered session (\S+) received (\d+) echoed (\d+) end normal$`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("plugin: %q", line)
+	}
+	if n, _ := strconv.Atoi(m[2]); n < 50 {
+		t.Fatalf("the plugin received %d RTP packets", n)
+	}
+	db := filepath.Join(gw.DataDir, "journal.db")
+	var cdrs []core.CDR
+	pluginWait(t, "the CDRs", 10*time.Second, func() bool {
+		cdrs, _ = journal.QueryCDRs(ctx, db, journal.CDRFilter{EndReason: "normal", Limit: 10})
+		return len(cdrs) == 2
+	})
+	var sipCDR *core.CDR
+	for i, c := range cdrs {
+		if c.From != "Alice <alice@sip.example.com>" && c.From != "alice@sip.example.com" || c.Answer.IsZero() || c.EndedBy != core.RoleCaller {
+			t.Fatalf("cdr: %+v", c)
+		}
+		if len(c.Legs) == 2 && c.Legs[0].Protocol == "sip" {
+			sipCDR = &cdrs[i]
+		}
+	}
+	if sipCDR == nil || sipCDR.Legs[1].Protocol != "vendor" {
+		t.Fatalf("no SIP CDR of the call to the plugin: %+v", cdrs)
+	}
+	for _, role := range []string{core.RoleCaller, core.RoleCallee} {
+		if ms, ok := mediaFrom(*sipCDR, role); !ok || ms.Packets < 50 {
+			t.Fatalf("media from the %s through the relay: %+v", role, sipCDR.Media)
+		}
+	}
+}

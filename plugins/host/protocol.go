@@ -243,13 +243,14 @@ func (pc *protoConn) onEvent(ev *pb.Event) (*pb.Verdict, string) {
 	case core.KindSessionAnswer:
 		owned.Answer(start)
 		owned.SetStatus(200)
+		pc.answered(owned, ce.Media)
 		return done(core.Verdict{}, 200, string(owned.ID))
 	case core.KindSessionEnd:
 		reason := ev.GetReason()
 		if reason == "" {
 			reason = "normal"
 		}
-		pc.end(owned, clip(reason, 64), core.RoleCaller)
+		pc.end(owned, clip(reason, 64), pc.roleOf(owned.ID))
 		return done(core.Verdict{}, 200, string(owned.ID))
 	}
 	return done(core.Verdict{}, 200, string(ce.Session))
@@ -263,16 +264,23 @@ func (pc *protoConn) end(s *core.Session, reason, by string) {
 	bc := pc.calls[s.ID]
 	delete(pc.calls, s.ID)
 	pc.mu.Unlock()
-	if bc != nil && bc.leg != nil && by != core.RoleCallee {
-		// The plugin's side ended (or the plugin stopped): the far leg
+	if bc != nil && !bc.farDone.Swap(true) {
+		// The plugin's side ended (or the plugin stopped): the far side
 		// ends too (a SIP BYE or CANCEL), with the same reason.
-		bc.leg.End(reason)
+		if bc.leg != nil {
+			bc.leg.End(reason)
+		}
+		if bc.far != nil {
+			bc.far.Ended(reason)
+		}
 	}
 	cdr := s.End(time.Now(), 503, reason, by)
 	if p.h.deps.Sessions != nil {
 		p.h.deps.Sessions.Remove(s.ID)
 	}
-	p.h.pipe.Load().Unbind(s)
+	if bc == nil || bc.far == nil {
+		p.h.pipe.Load().Unbind(s) // a call from the far side is bound there
+	}
 	if cdr == nil || p.h.deps.Journal == nil {
 		return
 	}

@@ -693,7 +693,8 @@ func (c *bridgeCall) end(status int, reason, by string) bool {
 	cdr.Media = stats
 	result := reason
 	switch reason {
-	case "normal", "rejected", "no_answer", "unreachable", "shutdown", "media", "max_duration", "plugin_crashed":
+	case "normal", "rejected", "no_answer", "unreachable", "shutdown", "media", "max_duration",
+		"plugin_crashed", "plugin_hung", "plugin_malformed", "plugin_stopped":
 	default:
 		result = "other" // the caller's reason is not a label: bounded
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -209,4 +210,99 @@ func waitSessions(t *testing.T, a *Adapter, n int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// farCallee is an adapter on the bridge whose users take calls, in these
+// tests: it answers or refuses as told and records how calls end.
+type farCallee struct {
+	offers chan *core.CallOffer
+	ends   chan string
+	answer *core.MediaDesc
+
+	mu     sync.Mutex
+	refuse error
+}
+
+func (f *farCallee) DeliverMessage(context.Context, *core.Message) error {
+	return &core.DeliveryError{Reason: core.ReasonNotFound}
+}
+func (f *farCallee) DeliverPresence(context.Context, *core.Presence) error {
+	return &core.DeliveryError{Reason: core.ReasonNotFound}
+}
+func (f *farCallee) Protocol() string { return "vendor" }
+
+type farLeg struct{ f *farCallee }
+
+func (l farLeg) End(reason string) { l.f.ends <- reason }
+
+func (f *farCallee) OfferCall(_ context.Context, o *core.CallOffer, peer core.CallPeer) (core.CallLeg, error) {
+	f.offers <- o
+	f.mu.Lock()
+	refuse := f.refuse
+	f.mu.Unlock()
+	if refuse != nil {
+		return nil, refuse
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		peer.Answered(f.answer)
+	}()
+	return farLeg{f}, nil
+}
+
+// TestBridgeCallFromSIP: a SIP INVITE to a domain whose adapter takes
+// calls is offered there in neutral form; the far answer becomes the
+// 200's SDP; the caller's BYE ends the far leg; a far refusal is the SIP
+// status of its reason; an INVITE without SDP is 488.
+func TestBridgeCallFromSIP(t *testing.T) {
+	e := startBridge(t, "127.0.0.1:9", nil)
+	far := &farCallee{offers: make(chan *core.CallOffer, 4), ends: make(chan string, 4),
+		answer: &core.MediaDesc{Streams: []core.Stream{{Type: "audio", Addr: netip.MustParseAddrPort("127.0.0.1:42000"),
+			Protocol: "RTP/AVP", Direction: "sendrecv", Codecs: []core.Codec{{PT: 0, Name: "PCMU", Rate: 8000}}}}}}
+	e.a.bridge.Serve("plugin.example", far)
+	phone := newPeer(t)
+
+	inv := outOfDialog(phone, e.gw, sip.INVITE, "alice", "bob", "plugin.example")
+	inv.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "127.0.0.1", Port: portOf(phone.addr)}})
+	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	inv.SetBody([]byte(strings.ReplaceAll(aliceSDP, "41000", "43000")))
+	res := do(t, phone, inv)
+	if res.StatusCode != 200 || !strings.Contains(string(res.Body()), "m=audio 42000 RTP/AVP 0") {
+		t.Fatalf("200 with the far answer:\n%s", res)
+	}
+	o := recv(t, far.offers, "the offer")
+	if o.From.User != "alice" || o.From.Domain != bridgeDomain || o.To.User != "bob" || o.To.Domain != "plugin.example" ||
+		len(o.Media.Streams) != 1 || o.Media.Streams[0].Addr != netip.MustParseAddrPort("127.0.0.1:43000") || !o.Judged {
+		t.Fatalf("offer: %+v", o)
+	}
+	tag, _ := res.To().Params.Get("tag")
+	ack := inDialog(inv, sip.ACK, 1, tag, e.gw)
+	if err := phone.cli.WriteRequest(ack); err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, phone, inDialog(inv, sip.BYE, 2, tag, e.gw)); r.StatusCode != 200 {
+		t.Fatalf("BYE: %d", r.StatusCode)
+	}
+	if why := recv(t, far.ends, "the far leg's end"); why != "normal" {
+		t.Fatalf("far end reason %q", why)
+	}
+	waitSessions(t, e.a, 0)
+
+	far.mu.Lock()
+	far.refuse = &core.DeliveryError{Reason: core.ReasonBusy}
+	far.mu.Unlock()
+	inv = outOfDialog(phone, e.gw, sip.INVITE, "alice", "bob", "plugin.example")
+	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	inv.SetBody([]byte(aliceSDP))
+	if r := do(t, phone, inv); r.StatusCode != 486 {
+		t.Fatalf("far refusal busy: %d", r.StatusCode)
+	}
+	recv(t, far.offers, "the refused offer")
+
+	inv = outOfDialog(phone, e.gw, sip.INVITE, "alice", "bob", "plugin.example")
+	if r := do(t, phone, inv); r.StatusCode != 488 {
+		t.Fatalf("INVITE without SDP: %d", r.StatusCode)
+	}
+	none(t, far.offers, "an offer without SDP")
+	waitSessions(t, e.a, 0)
 }

@@ -55,6 +55,11 @@ type call struct {
 	// tc is the call's video transcoding (transcode.go); nil until a
 	// description with a browser on one side passes.
 	tc *tcState
+	// far is the callee's side of a call to a user of another adapter
+	// (bridgecallin.go): then there is no leg B; bridgedIn is set once
+	// such a call is bound to the pipeline.
+	far       core.CallLeg
+	bridgedIn bool
 }
 
 // target is where a new call or request goes.
@@ -88,6 +93,9 @@ func (a *Adapter) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	if !a.run(in, ev) {
+		return
+	}
+	if a.inviteToBridge(in, ev) {
 		return
 	}
 	if !routed {

@@ -151,6 +151,11 @@ func (c *call) forward(in *inbound, side int) {
 	req := in.req
 	other := 1 - side
 	c.mu.Lock()
+	if far := c.far; far != nil {
+		c.mu.Unlock()
+		c.farRequest(in)
+		return
+	}
 	from, to := c.legs[side], c.legs[other]
 	if from == nil || to == nil || c.ended && req.Method != sip.BYE {
 		c.mu.Unlock()
@@ -417,8 +422,11 @@ func (c *call) end(status int, reason, by string) {
 		close(c.pendingAck)
 		c.pendingAck = nil
 	}
-	legs, enc := c.legs, c.mediaEnc
+	legs, enc, far, bridgedIn := c.legs, c.mediaEnc, c.far, c.bridgedIn
 	c.mu.Unlock()
+	if far != nil {
+		far.End(reason) // idempotent: nothing more when the far side ended it
+	}
 	for _, lg := range legs {
 		if lg != nil {
 			a.dialogs.del(lg.callID, lg.localTag)
@@ -442,7 +450,7 @@ func (c *call) end(status int, reason, by string) {
 		cdr.Media = stats
 	}
 	a.sessions.Remove(c.sess.ID)
-	if cdr != nil && legs[sideB] != nil {
+	if cdr != nil && (legs[sideB] != nil || bridgedIn) {
 		c.pipe.Unbind(c.sess)
 	}
 	a.metrics.active.Dec()

@@ -9,6 +9,8 @@
 //	testplugin -kind protocol -mode hostile       end a session it does not own, send a foreign sender, flood
 //	testplugin -kind protocol -mode call -call-to alice@sip.example.com -hold 3s,0 -state FILE -report FILE
 //	                                              place calls (see call.go)
+//	testplugin -kind protocol -mode answer -report FILE
+//	                                              answer calls to its users, echo their RTP (see answer.go)
 //	testplugin -kind media                        return every packet as it came
 //	-versions 1       offer only contract version 1 (99: a version no host speaks)
 //	-pidfile FILE     write the process id to FILE
@@ -21,6 +23,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ucgate/ucgate/plugins/sdk"
@@ -87,12 +90,19 @@ type protocol struct {
 	mode  string
 	call  callConfig
 	calls calls
+
+	hostMu sync.Mutex
+	host   sdk.Host
+	domain string
 }
 
 func (p *protocol) Serve(ctx context.Context, w *pb.Welcome, h sdk.Host) error {
 	from := &pb.Identity{User: "bob", Domain: w.GetDomain()}
 	to := &pb.Identity{User: "carol", Domain: w.GetDomain()}
 	src := &pb.Source{Addr: "127.0.0.1:7000", Transport: "tcp"}
+	p.hostMu.Lock()
+	p.host, p.domain = h, w.GetDomain()
+	p.hostMu.Unlock()
 	switch p.mode {
 	case "call":
 		if err := p.placeCalls(ctx, w, h); err != nil {
@@ -134,6 +144,9 @@ func (p *protocol) Serve(ctx context.Context, w *pb.Welcome, h sdk.Host) error {
 }
 
 func (p *protocol) Deliver(_ context.Context, ev *pb.Event) *pb.Verdict {
+	if p.mode == "answer" && ev.GetKind() == pb.Kind_SESSION_OFFER {
+		return p.answerCall(ev)
+	}
 	if ev.GetKind() == pb.Kind_SESSION_ANSWER || ev.GetKind() == pb.Kind_SESSION_END {
 		return p.calls.event(ev)
 	}
