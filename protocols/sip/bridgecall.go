@@ -183,6 +183,11 @@ func checkNeutral(md *core.MediaDesc) error {
 		if s.Disabled {
 			continue
 		}
+		if s.Fingerprint != "" || len(s.Crypto) > 0 || s.ICE {
+			// The other side's own protection is not carried across:
+			// plain RTP to and from the relay only.
+			return errors.New("protected media not carried")
+		}
 		if !s.Addr.IsValid() || s.Addr.Port() == 0 || len(s.Codecs) == 0 {
 			return errors.New("stream without address or codec")
 		}

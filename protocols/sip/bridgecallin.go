@@ -67,7 +67,9 @@ func (a *Adapter) inviteToBridge(in *inbound, ev *core.Event) bool {
 	case !okTo:
 		a.refuse(in, core.RefuseWith(core.ReasonNotFound, "sip/bridge_address", ""), "sip")
 		return true
-	case in.media == nil:
+	case in.media == nil || dtlsKeyed(in.media):
+		// No offer (late offer), or a browser's (ICE and DTLS-SRTP, which
+		// no WebRTC leg terminates on a bridged call).
 		a.refuseBridged(in, 488, "Not Acceptable Here", "sip/bridge_media", core.ReasonNotAcceptable)
 		return true
 	}
@@ -94,7 +96,8 @@ func (a *Adapter) inviteToBridge(in *inbound, ev *core.Event) bool {
 
 	offer := in.media
 	if c.media != nil {
-		peer := media.PeerInfo{Addr: in.src, Zone: in.zone, BehindNAT: la.natted}
+		// The far leg gets plain RTP: keys do not cross the bridge.
+		peer := media.PeerInfo{Addr: in.src, Zone: in.zone, BehindNAT: la.natted, SRTP: media.SRTPNone}
 		if in.src.Addr().Is4() {
 			peer.Family = media.FamilyIPv4
 		} else {
@@ -284,4 +287,14 @@ func (c *call) farRequest(in *inbound) {
 	default:
 		c.a.refuse(in, core.RefuseWith(core.ReasonUnsupported, "sip/method", ""), "sip")
 	}
+}
+
+// dtlsKeyed reports an offer keyed by DTLS or using ICE.
+func dtlsKeyed(md *core.MediaDesc) bool {
+	for _, s := range md.Streams {
+		if !s.Disabled && (s.Fingerprint != "" || s.ICE) {
+			return true
+		}
+	}
+	return false
 }
