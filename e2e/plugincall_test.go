@@ -58,6 +58,11 @@ func TestPluginCallToSIP(t *testing.T) {
 	t.Logf("plugin: %s", line)
 	m := regexp.MustCompile(`^call 1 session (\S+) sent (\d+) received (\d+) end plugin_hangup$`).FindStringSubmatch(line)
 	if m == nil {
+		logTail(t, gw.Proc.LogPath())
+		txs, _ := journal.QueryTransactions(ctx, filepath.Join(gw.DataDir, "journal.db"), journal.TxFilter{Limit: 20})
+		for _, tx := range txs {
+			t.Logf("journal: %+v", tx)
+		}
 		t.Fatalf("first call: %q", line)
 	}
 	sent, _ := strconv.Atoi(m[2])
@@ -197,26 +202,46 @@ const sippCallsPlugin = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 `
 
+// sippCallsPluginWaitsBye calls bob@vendor.example.com, plays PCMA and
+// waits (up to 20 s) for the gateway's BYE, which it answers.
+var sippCallsPluginWaitsBye = sippCallsPlugin[:strings.Index(sippCallsPlugin, `  <pause milliseconds="3000" />`)] + `  <recv request="BYE" timeout="20000" />
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+`
+
 // TestSIPCallToPlugin: a SIP user agent (sipp playing a pcap of PCMA)
 // calls bob@vendor.example.com, a user of a protocol plugin (the Go test
 // plugin, mode answer, which echoes the RTP it receives). The INVITE
 // reaches the plugin as a SESSION_OFFER, its answer comes back as the
 // 200's SDP (the gateway's relay), the RTP flows through the relay both
-// ways, and sipp's BYE reaches the plugin as a SESSION_END.
+// ways, and sipp's BYE reaches the plugin as a SESSION_END. A second call
+// is cut by killing the plugin with SIGKILL: sipp gets the gateway's BYE
+// and the CDR of its call says plugin_crashed.
 func TestSIPCallToPlugin(t *testing.T) {
 	h.RequirePeer(t, "sipp")
 	if _, err := os.Stat("/usr/share/sip-tester/g711a.pcap"); err != nil {
 		t.Fatalf("sipp's pcap: %v", err)
 	}
 	bin := testPlugin(t)
-	report := filepath.Join(t.TempDir(), "report")
+	report, pidfile := filepath.Join(t.TempDir(), "report"), filepath.Join(t.TempDir(), "pid")
 	gw, udp, _ := pluginGateway(t, fmt.Sprintf(`  - name: vendor
     kind: protocol
     binary: %s
     sha256: %s
     domain: vendor.example.com
-    args: [-kind, protocol, -mode, answer, -report, %s]
-`, bin, sha256File(t, bin), report), fmt.Sprintf(`  bridge:
+    args: [-kind, protocol, -mode, answer, -report, %s, -pidfile, %s]
+`, bin, sha256File(t, bin), report, pidfile), fmt.Sprintf(`  bridge:
     domain: sip.example.com
 %s`, mediaSection("")))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -262,4 +287,44 @@ func TestSIPCallToPlugin(t *testing.T) {
 			t.Fatalf("media from the %s through the relay: %+v", role, sipCDR.Media)
 		}
 	}
+
+	// The second call: the plugin is killed while it holds it.
+	second := h.StartSipp(t, h.SippConfig{Name: "sipp-alice-2", ScenarioXML: sippCallsPluginWaitsBye, Remote: udp, Calls: 1,
+		Timeout: 40 * time.Second})
+	answeredRE := regexp.MustCompile(`answered session \S+ media from`)
+	pluginWait(t, "the second call answered", 15*time.Second, func() bool {
+		b, _ := os.ReadFile(gw.Proc.LogPath())
+		return len(answeredRE.FindAll(b, -1)) >= 2
+	})
+	time.Sleep(time.Second) // media flows
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(string(b))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if r := second.Wait(ctx); !r.OK() {
+		t.Fatalf("sipp waiting for the BYE after the plugin's crash: %s", r)
+	}
+	pluginWait(t, "the CDRs of the interrupted call", 10*time.Second, func() bool {
+		cdrs, _ = journal.QueryCDRs(ctx, db, journal.CDRFilter{EndReason: "plugin_crashed", Limit: 10})
+		return len(cdrs) == 2
+	})
+	for _, c := range cdrs {
+		if c.Answer.IsZero() || !strings.Contains(c.From, "alice@sip.example.com") {
+			t.Fatalf("interrupted call's CDR: %+v", c)
+		}
+	}
+}
+
+// logTail logs the end of a log file (a failed test's gateway log).
+func logTail(t *testing.T, path string) {
+	t.Helper()
+	b, _ := os.ReadFile(path)
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
+	}
+	t.Logf("%s:\n%s", path, b)
 }

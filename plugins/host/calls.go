@@ -40,15 +40,21 @@ type bridgedCall struct {
 }
 
 // offerCall offers the plugin's new session s to the adapter serving its
-// callee's domain. It reports false when no such adapter places calls
-// (the session stays the plugin's own); otherwise the verdict for the
-// plugin: allowed (ringing), or the far side's refusal, the session
-// ended.
+// callee's domain. It reports false for a session between the plugin's
+// own users (it stays the plugin's own); otherwise the verdict for the
+// plugin: allowed (ringing), or the refusal (no adapter takes calls for
+// that domain, or the far side's), the session ended.
 func (pc *protoConn) offerCall(s *core.Session, ce *core.Event) (core.Verdict, bool) {
 	p := pc.p
+	if strings.EqualFold(ce.To.Domain, p.cfg.Domain) {
+		return core.Verdict{}, false // between the plugin's own users
+	}
 	target, ok := p.h.deps.Bridge.CallsFor(ce.To.Domain)
 	if !ok || target == nil || any(target) == any(p) {
-		return core.Verdict{}, false
+		// Nobody places calls to that domain (yet: an adapter serves its
+		// domain once it is ready).
+		pc.end(s, core.ReasonNotFound.String(), core.RoleGateway)
+		return core.RefuseWith(core.ReasonNotFound, "plugin/no_route", "no adapter takes calls for that domain"), true
 	}
 	bc := &bridgedCall{pc: pc, s: s, ready: make(chan struct{})}
 	pc.mu.Lock()

@@ -113,12 +113,22 @@ func (p *protocol) placeCall(ctx context.Context, h sdk.Host, n int, from, to *p
 		Src: &pb.Source{Addr: "127.0.0.1:7000", Transport: "tcp"}, From: from, To: to,
 		Media: &pb.MediaDesc{Streams: []*pb.Stream{{Type: "audio", Addr: conn.LocalAddr().String(), Protocol: "RTP/AVP",
 			Direction: "sendrecv", Codecs: []*pb.Codec{{Pt: 0, Name: "PCMU", Rate: 8000}}}}}}
-	r, err := h.Submit(ctx, offer)
-	if err != nil {
-		return fmt.Sprintf("call %d error %v", n, err)
-	}
-	if v := r.GetVerdict(); v.GetAction() != pb.Action_ALLOW {
-		return fmt.Sprintf("call %d refused %s %s", n, v.GetReason(), v.GetRule())
+	// The gateway's adapters may not all be ready when the plugin starts:
+	// a call refused for want of a route is tried again, for 10 s.
+	var r *pb.EventResult
+	for try := 0; ; try++ {
+		r, err = h.Submit(ctx, offer)
+		if err != nil {
+			return fmt.Sprintf("call %d error %v", n, err)
+		}
+		v := r.GetVerdict()
+		if v.GetAction() == pb.Action_ALLOW {
+			break
+		}
+		if v.GetRule() != "plugin/no_route" || try == 50 {
+			return fmt.Sprintf("call %d refused %s %s", n, v.GetReason(), v.GetRule())
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	sid := r.GetSession()
 	fmt.Fprintln(os.Stderr, "call", n, "offered, session", sid)
