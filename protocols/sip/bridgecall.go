@@ -172,8 +172,15 @@ func checkNeutral(md *core.MediaDesc) error {
 	}
 	active := 0
 	for _, s := range md.Streams {
-		if !token(s.Type) || s.Protocol != "" && !token(strings.ReplaceAll(s.Protocol, "/", "")) {
-			return errors.New("bad stream")
+		switch s.Type {
+		case "audio", "video", "text":
+		default:
+			return errors.New("media type not carried")
+		}
+		switch s.Protocol {
+		case "", "RTP/AVP", "RTP/AVPF":
+		default:
+			return errors.New("transport not carried: plain RTP only")
 		}
 		switch s.Direction {
 		case "", "sendrecv", "sendonly", "recvonly", "inactive":

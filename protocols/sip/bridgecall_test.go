@@ -306,3 +306,35 @@ func TestBridgeCallFromSIP(t *testing.T) {
 	none(t, far.offers, "an offer without SDP")
 	waitSessions(t, e.a, 0)
 }
+
+// FuzzSDPFromNeutral: whatever another adapter (a plugin) puts in a
+// neutral description, what checkNeutral lets through is written as SDP
+// that parses back to the same streams and codecs: nothing it carries
+// adds a line or an attribute of its own.
+func FuzzSDPFromNeutral(f *testing.F) {
+	f.Add("audio", "RTP/AVP", "sendrecv", "PCMU", "", uint8(0), uint32(8000))
+	f.Add("video", "RTP/AVPF", "recvonly", "H264", "profile-level-id=42e01f;packetization-mode=1", uint8(96), uint32(90000))
+	f.Add("audio", "RTP/AVP", "", "PCMU\r\na=evil", "x\r\nm=video 1 RTP/AVP 0", uint8(0), uint32(8000))
+	f.Fuzz(func(t *testing.T, typ, proto, dir, name, params string, pt uint8, rate uint32) {
+		md := &core.MediaDesc{Streams: []core.Stream{{Type: typ, Protocol: proto, Direction: dir,
+			Addr: netip.MustParseAddrPort("127.0.0.1:40000"), Codecs: []core.Codec{{PT: pt, Name: name, Rate: rate, Params: params}}}}}
+		if checkNeutral(md) != nil {
+			return
+		}
+		body, err := sdpFromMedia(md, md, "127.0.0.1")
+		if err != nil {
+			return
+		}
+		back, err := mediaFromSDP(body)
+		if err != nil {
+			t.Fatalf("written SDP does not parse: %v\n%s", err, body)
+		}
+		if len(back.Streams) != 1 || len(back.Streams[0].Codecs) != 1 || back.Streams[0].Codecs[0].PT != pt ||
+			back.Streams[0].Type != typ || back.Streams[0].Addr != md.Streams[0].Addr {
+			t.Fatalf("streams changed: %+v\n%s", back, body)
+		}
+		if rate > 0 && name != "" && (back.Streams[0].Codecs[0].Name != name || strings.TrimSpace(back.Streams[0].Codecs[0].Params) != strings.TrimSpace(params)) {
+			t.Fatalf("codec changed: %+v\n%s", back.Streams[0].Codecs[0], body)
+		}
+	})
+}
