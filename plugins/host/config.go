@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"time"
 
@@ -74,6 +75,11 @@ type Limits struct {
 	// doubles after each quick failure. Defaults 100ms and 30s.
 	BackoffMin time.Duration `yaml:"backoff_min"`
 	BackoffMax time.Duration `yaml:"backoff_max"`
+	// MediaNetworks (protocol plugins) are the networks, CIDR, where the
+	// RTP addresses a plugin declares in its session offers and answers
+	// may be: the relay sends media there, so a plugin must not point it
+	// at a third party. Default loopback only: 127.0.0.0/8 and ::1/128.
+	MediaNetworks []string `yaml:"media_networks"`
 }
 
 // Failure modes.
@@ -123,6 +129,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if l.BackoffMax == 0 {
 		l.BackoffMax = 30 * time.Second
+	}
+	if l.MediaNetworks == nil {
+		l.MediaNetworks = []string{"127.0.0.0/8", "::1/128"}
 	}
 	return c
 }
@@ -175,6 +184,11 @@ func (c Config) Validate() error {
 	}
 	if l.MaxSessions < 1 {
 		errs = append(errs, config.Invalid("limits.max_sessions", "must be at least 1, got %d", l.MaxSessions))
+	}
+	for i, n := range l.MediaNetworks {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			errs = append(errs, config.Invalid(fmt.Sprintf("limits.media_networks[%d]", i), "must be a CIDR prefix such as 192.0.2.0/24, got %q", n))
+		}
 	}
 	if l.HealthInterval < 10*time.Millisecond {
 		errs = append(errs, config.Invalid("limits.health_interval", "must be at least 10ms, got %v", l.HealthInterval))

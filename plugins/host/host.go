@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -75,6 +76,9 @@ type Plugin struct {
 	log     *slog.Logger
 	limiter *rate.Limiter
 	kinds   [16]bool // stage plugins: the core kinds judged
+	// mediaNets are where the plugin's declared RTP addresses may be
+	// (Limits.MediaNetworks).
+	mediaNets []netip.Prefix
 
 	mu       sync.Mutex
 	state    string
@@ -128,6 +132,11 @@ func New(cfgs []Config, deps core.Deps) (*Host, error) {
 		for _, k := range c.Kinds {
 			if ck, ok := coreKind(k); ok && int(ck) < len(p.kinds) {
 				p.kinds[ck] = true
+			}
+		}
+		for _, n := range c.Limits.MediaNetworks {
+			if pf, err := netip.ParsePrefix(n); err == nil {
+				p.mediaNets = append(p.mediaNets, pf.Masked())
 			}
 		}
 		h.plugins = append(h.plugins, p)

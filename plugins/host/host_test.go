@@ -281,7 +281,7 @@ func TestHostilePlugin(t *testing.T) {
 	}
 	waitFor(t, "every refusal", 20*time.Second, func() bool {
 		r := env.journal.rules()
-		return r["plugin/not_owner"] == 1 && r["plugin/foreign_sender"] == 1 && r["plugin/malformed"] >= 1 &&
+		return r["plugin/not_owner"] == 1 && r["plugin/foreign_sender"] == 1 && r["plugin/malformed"] >= 1 && r["plugin/media_address"] == 1 &&
 			r["plugin/flood"] >= 1 && flooded() > 100 && r["plugin/too_large"] == 1
 	})
 	// The oversized message broke the stream: the plugin is restarted, the
@@ -335,8 +335,9 @@ func TestConfigValidate(t *testing.T) {
 	}
 	bad := good
 	bad.Kind, bad.SHA256, bad.FailureMode = "video", "zz", "sometimes"
+	bad.Limits.MediaNetworks = []string{"127.0.0.1"}
 	err := ValidateAll([]Config{bad, good})
-	for _, want := range []string{"[0].kind", "[0].sha256", "[0].failure_mode", "[1].name: \"irc\" is used twice"} {
+	for _, want := range []string{"[0].kind", "[0].sha256", "[0].failure_mode", "[0].limits.media_networks[0]", "[1].name: \"irc\" is used twice"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}

@@ -150,6 +150,10 @@ func (pc *protoConn) onEvent(ev *pb.Event) (*pb.Verdict, string) {
 	if ce.From.Domain != strings.ToLower(p.cfg.Domain) {
 		return p.refuse(ev, core.ReasonForbidden, "plugin/foreign_sender"), ""
 	}
+	// The relay sends media where the plugin says: only to its networks.
+	if !p.mediaAllowed(ce.Media) {
+		return p.refuse(ev, core.ReasonForbidden, "plugin/media_address"), ""
+	}
 	var owned *core.Session
 	if ce.Kind == core.KindSessionAnswer || ce.Kind == core.KindSessionUpdate || ce.Kind == core.KindSessionEnd {
 		pc.mu.Lock()
@@ -400,3 +404,28 @@ func (p *Plugin) deliverEvent(ctx context.Context, ev *pb.Event, method string, 
 }
 
 var _ core.Deliverer = (*Plugin)(nil)
+
+// mediaAllowed reports whether every address of md the relay would send
+// to is in the plugin's media networks.
+func (p *Plugin) mediaAllowed(md *core.MediaDesc) bool {
+	if md == nil {
+		return true
+	}
+	for _, st := range md.Streams {
+		if st.Disabled || !st.Addr.IsValid() || st.Addr.Addr().IsUnspecified() {
+			continue // nothing is sent there (refused stream, hold)
+		}
+		a := st.Addr.Addr().Unmap()
+		ok := false
+		for _, n := range p.mediaNets {
+			if n.Contains(a) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

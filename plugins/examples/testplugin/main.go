@@ -125,6 +125,11 @@ func (p *protocol) Serve(ctx context.Context, w *pb.Welcome, h sdk.Host) error {
 		fmt.Fprintln(os.Stderr, "foreign verdict", r.GetVerdict().GetRule())
 		r, _ = h.Submit(ctx, &pb.Event{Kind: pb.Kind_MESSAGE, Method: "MSG", Src: src, From: from, To: &pb.Identity{User: "a b", Domain: "x"}})
 		fmt.Fprintln(os.Stderr, "malformed verdict", r.GetVerdict().GetRule())
+		// A session whose media would make the relay send to a third party.
+		r, _ = h.Submit(ctx, &pb.Event{Kind: pb.Kind_SESSION_OFFER, Method: "CALL", Session: "aim-elsewhere", Src: src, From: from, To: to,
+			Media: &pb.MediaDesc{Streams: []*pb.Stream{{Type: "audio", Protocol: "RTP/AVP", Addr: "192.0.2.7:4000",
+				Codecs: []*pb.Codec{{Pt: 0, Name: "PCMU", Rate: 8000}}}}}})
+		fmt.Fprintln(os.Stderr, "media address verdict", r.GetVerdict().GetRule())
 		flooded := 0
 		for i := 0; i < 2000; i++ {
 			c, cancel := context.WithTimeout(ctx, 5*time.Second)
