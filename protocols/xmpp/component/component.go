@@ -22,6 +22,7 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"github.com/ucgate/ucgate/core"
+	"github.com/ucgate/ucgate/protocols/xmpp/condition"
 )
 
 // Component is the gateway's external component on the XMPP server.
@@ -371,7 +372,7 @@ func (c *Component) onMessage(m *inMessage, size int) {
 		if m.Type == "error" {
 			return
 		}
-		typ, cond := stanzaCondition(v.Reason)
+		typ, cond := condition.Stanza(v.Reason)
 		msg := stanza.Message{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "message"}, ID: m.ID, From: from, To: c.own(to, errT)} // Error swaps them
 		c.send(msg.Error(stanza.Error{Type: stanza.ErrorType(typ), Condition: stanza.Condition(cond)}))
 	}
@@ -458,7 +459,7 @@ func (c *Component) onPresence(p *inPresence) {
 	}
 	reply := func(v core.Verdict) {
 		c.journal(rec, v)
-		typ, cond := stanzaCondition(v.Reason)
+		typ, cond := condition.Stanza(v.Reason)
 		pr := stanza.Presence{XMLName: xml.Name{Space: mcomp.NSAccept, Local: "presence"}, ID: p.ID, From: from, To: c.own(to, errT)} // Error swaps them
 		c.send(pr.Error(stanza.Error{Type: stanza.ErrorType(typ), Condition: stanza.Condition(cond)}))
 	}

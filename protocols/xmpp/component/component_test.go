@@ -358,14 +358,6 @@ func (c *client) iq(ctx context.Context, t *testing.T, to, ns, local string) iqA
 	return a
 }
 
-func TestEveryReasonMapped(t *testing.T) {
-	for _, r := range core.AllReasons() {
-		if _, ok := stanzaConditions[r]; !ok {
-			t.Errorf("reason %v has no stanza error", r)
-		}
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	good := Defaults()
 	good.Enabled, good.Server, good.Domain, good.Secret, good.PeerDomains = true, "127.0.0.1:5347", "sip.example.test", "x", []string{"example.test"}

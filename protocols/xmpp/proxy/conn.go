@@ -19,6 +19,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/ucgate/ucgate/core"
+	"github.com/ucgate/ucgate/protocols/xmpp/condition"
 	"github.com/ucgate/ucgate/protocols/xmpp/wire"
 )
 
@@ -441,7 +442,7 @@ func (c *conn) onStanza(it wire.Item) bool {
 			c.journal(el.Name.Local, d.Verdict, c.account().String())
 			return true
 		}
-		typ, cond := stanzaCondition(d.Reason)
+		typ, cond := condition.Stanza(d.Reason)
 		return c.stanzaError(el, typ, cond, d.Verdict)
 	}
 	if kind == core.KindMessage {
@@ -499,7 +500,7 @@ func (c *conn) refuseVerdict(d core.Decision, method string) bool {
 		c.end()
 		return false
 	}
-	return c.refuseStream(streamCondition(v.Reason), v.Rule, v.Reason, v.Detail, method)
+	return c.refuseStream(condition.Stream(v.Reason), v.Rule, v.Reason, v.Detail, method)
 }
 
 // refuseStream ends the stream with a stream error, journals the rule,

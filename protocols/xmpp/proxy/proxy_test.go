@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ucgate/ucgate/core"
 	"github.com/ucgate/ucgate/protocols/xmpp/wire"
 )
 
@@ -76,17 +75,6 @@ func TestBucket(t *testing.T) {
 	}
 	if b.take(now + 100e6) {
 		t.Fatal("two tokens 100 ms later")
-	}
-}
-
-func TestEveryReasonMapped(t *testing.T) {
-	for _, r := range core.AllReasons() {
-		if _, ok := stanzaConditions[r]; !ok {
-			t.Errorf("reason %v has no stanza error", r)
-		}
-		if _, ok := streamConditions[r]; !ok {
-			t.Errorf("reason %v has no stream error", r)
-		}
 	}
 }
 

@@ -1,4 +1,7 @@
-package proxy
+// Package condition owns the mapping of the core's neutral refusal reasons
+// to XMPP's error conditions: the stanza errors (type and condition) and
+// the stream errors that the XMPP proxy and the component answer with.
+package condition
 
 import "github.com/ucgate/ucgate/core"
 
@@ -47,14 +50,19 @@ var streamConditions = map[core.Reason]string{
 	core.ReasonVersion:            "unsupported-version",
 }
 
-func stanzaCondition(r core.Reason) (typ, cond string) {
+// Stanza returns the stanza error, type and condition, a stanza refused
+// for reason r is answered with (RFC 6120 section 8.3.3; for the reasons a
+// SIP status maps to, RFC 7247 section 7).
+func Stanza(r core.Reason) (typ, cond string) {
 	if c, ok := stanzaConditions[r]; ok {
 		return c[0], c[1]
 	}
 	return "cancel", "undefined-condition"
 }
 
-func streamCondition(r core.Reason) string {
+// Stream returns the stream error a stream refused for reason r ends with
+// (RFC 6120 section 4.9.3).
+func Stream(r core.Reason) string {
 	if c, ok := streamConditions[r]; ok {
 		return c
 	}
