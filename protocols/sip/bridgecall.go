@@ -496,8 +496,7 @@ func (c *bridgeCall) resendAck() {
 // provisional response) and waits, bounded, for its final response; a 2xx
 // that crossed the CANCEL is acknowledged and hung up.
 func (c *bridgeCall) cancelInvite(out *sip.Request, tx sip.ClientTransaction, provisional bool) {
-	a := c.a
-	final := func(res *sip.Response) {
+	c.a.cancelInvite(out, tx, provisional, func(res *sip.Response) {
 		if res.StatusCode < 300 {
 			c.learn(res, true)
 			c.mu.Lock()
@@ -506,53 +505,7 @@ func (c *bridgeCall) cancelInvite(out *sip.Request, tx sip.ClientTransaction, pr
 			c.resendAck()
 			c.bye()
 		}
-	}
-	if !provisional {
-		select {
-		case res := <-tx.Responses():
-			if res.StatusCode >= 200 {
-				final(res)
-				return
-			}
-		case <-tx.Done():
-			return
-		case <-time.After(4 * time.Second):
-			return
-		}
-	}
-	cancel := sip.NewRequest(sip.CANCEL, out.Recipient)
-	cancel.AppendHeader(sip.HeaderClone(out.Via()))
-	for _, h := range out.GetHeaders("Route") {
-		cancel.AppendHeader(sip.HeaderClone(h))
-	}
-	mf := sip.MaxForwardsHeader(70)
-	cancel.AppendHeader(&mf)
-	cancel.AppendHeader(sip.HeaderClone(out.From()))
-	cancel.AppendHeader(sip.HeaderClone(out.To()))
-	cancel.AppendHeader(sip.HeaderClone(out.CallID()))
-	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: out.CSeq().SeqNo, MethodName: sip.CANCEL})
-	cancel.SetBody(nil)
-	cancel.SetTransport(out.Transport())
-	cancel.SetDestination(out.Destination())
-	cancel.Laddr = out.Laddr
-	ctx, done := context.WithTimeout(a.ctx, 32*time.Second)
-	defer done()
-	if ctxTx, err := a.cli.TransactionRequest(ctx, cancel, noBuild); err == nil {
-		defer ctxTx.Terminate()
-	}
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.StatusCode >= 200 {
-				final(res)
-				return
-			}
-		case <-tx.Done():
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
+	})
 }
 
 // bye sends a BYE to the SIP user (in the background).

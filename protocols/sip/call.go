@@ -699,37 +699,42 @@ func (c *call) ackFromA(req *sip.Request) {
 // cancelB cancels the INVITE on leg B and waits (bounded) for its final
 // response; a 2xx that crossed the CANCEL is acknowledged and hung up.
 func (c *call) cancelB(reqB *sip.Request, txB sip.ClientTransaction, provisional bool) {
-	a := c.a
+	c.a.cancelInvite(reqB, txB, provisional, c.afterCancel)
+}
+
+// cancelInvite cancels the INVITE inv the gateway sent (RFC 3261 section
+// 9.1: not before a provisional response, so without one it waits briefly
+// for it) and waits, bounded, for its final response, which it hands to
+// final (a 2xx that crossed the CANCEL: final acknowledges and hangs up).
+func (a *Adapter) cancelInvite(inv *sip.Request, tx sip.ClientTransaction, provisional bool, final func(*sip.Response)) {
 	if !provisional {
-		// RFC 3261 9.1: no CANCEL before a provisional response. Wait
-		// briefly for one; if none comes the INVITE transaction times out.
 		select {
-		case res := <-txB.Responses():
+		case res := <-tx.Responses():
 			if res.StatusCode >= 200 {
-				c.afterCancel(res)
+				final(res)
 				return
 			}
-		case <-txB.Done():
+		case <-tx.Done():
 			return
 		case <-time.After(4 * time.Second):
 			return
 		}
 	}
-	cancel := sip.NewRequest(sip.CANCEL, reqB.Recipient)
-	cancel.AppendHeader(sip.HeaderClone(reqB.Via()))
-	for _, h := range reqB.GetHeaders("Route") {
+	cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	cancel.AppendHeader(sip.HeaderClone(inv.Via()))
+	for _, h := range inv.GetHeaders("Route") {
 		cancel.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)
 	cancel.AppendHeader(&mf)
-	cancel.AppendHeader(sip.HeaderClone(reqB.From()))
-	cancel.AppendHeader(sip.HeaderClone(reqB.To()))
-	cancel.AppendHeader(sip.HeaderClone(reqB.CallID()))
-	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: reqB.CSeq().SeqNo, MethodName: sip.CANCEL})
+	cancel.AppendHeader(sip.HeaderClone(inv.From()))
+	cancel.AppendHeader(sip.HeaderClone(inv.To()))
+	cancel.AppendHeader(sip.HeaderClone(inv.CallID()))
+	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
 	cancel.SetBody(nil)
-	cancel.SetTransport(reqB.Transport())
-	cancel.SetDestination(reqB.Destination())
-	cancel.Laddr = reqB.Laddr
+	cancel.SetTransport(inv.Transport())
+	cancel.SetDestination(inv.Destination())
+	cancel.Laddr = inv.Laddr
 	ctx, done := context.WithTimeout(a.ctx, 32*time.Second)
 	defer done()
 	if ctxTx, err := a.cli.TransactionRequest(ctx, cancel, noBuild); err == nil {
@@ -737,12 +742,12 @@ func (c *call) cancelB(reqB *sip.Request, txB sip.ClientTransaction, provisional
 	}
 	for {
 		select {
-		case res := <-txB.Responses():
+		case res := <-tx.Responses():
 			if res.StatusCode >= 200 {
-				c.afterCancel(res)
+				final(res)
 				return
 			}
-		case <-txB.Done():
+		case <-tx.Done():
 			return
 		case <-ctx.Done():
 			return
