@@ -52,6 +52,16 @@ T0=$(date +%s)
 # webrtc feedback go.
 want() { [[ -z ${BENCH_SECTIONS:-} || " $BENCH_SECTIONS " == *" $1 "* ]]; }
 
+# The median of numbers, in the shell (median_lines: one per line on stdin)
+# and in awk (AWK_MEDIAN: median(s, none), s a space-separated list; none
+# is returned for an empty one), for every section's figures.
+median_lines() { sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'; }
+AWK_MEDIAN='function median(s, none,   a, c, i, j, t) {
+      c = split(s, a, " "); if (c == 0) return none
+      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+    }'
+
 log() { printf '[bench %4ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 die() { echo "bench: error: $*" >&2; exit 1; }
 
@@ -174,11 +184,7 @@ print_figures() {
   echo
   echo "== ucgate bench figures ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, quick=$QUICK)"
   awk -F'\t' -v ref="$ref" -v gw=ucgate '
-    function median(s,   a, n, i, j, t) {
-      n = split(s, a, " "); if (n == 0) return ""
-      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
+    '"$AWK_MEDIAN"'
     function show(label, v, fmt) { if (v == "") printf "  %-52s %s\n", label, "-"; else printf "  %-52s " fmt "\n", label, v }
     FILENAME == ARGV[1] { best[$1] = best[$1] " " $3; b[$1, $2] = $3; if ($2 > reps) reps = $2; next }
     FILENAME == ARGV[2] { if (FNR == 1) next
@@ -408,7 +414,7 @@ timeout -k 10 600 go test -run '^$' -bench 'RelayLoopback/(forward|rtp|srtp-to-r
   || log "relay benchmark failed (see $OUT/relay.txt)"
 relay_med() { # median pkts/cpu-s of a sub-benchmark
   awk -v m="$1" '$1 ~ "RelayLoopback/" m "/" { for (i = 2; i < NF; i++) if ($(i + 1) == "pkts/cpu-s") print $i }' "$OUT/relay.txt" \
-    | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
+    | median_lines
 }
 RE_PPS=""
 if [[ -f $RTPENGINE_SH ]] && command -v rtpengine >/dev/null; then
@@ -455,7 +461,7 @@ TRANSCODE_CLIP_DIR="$TC_DIR" timeout -k 10 600 go test -run '^$' -bench '^Benchm
   -count "$TC_COUNT" ./transcode/ >"$OUT/transcode.txt" 2>&1 || log "transcode benchmark failed (see $OUT/transcode.txt)"
 tc_med() { # median of metric $2 of sub-benchmark $1
   awk -v m="$1" -v k="$2" '$1 ~ "Transcode/" m "-[0-9]+$" { for (i = 2; i < NF; i++) if ($(i + 1) == k) print $i }' "$OUT/transcode.txt" \
-    | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
+    | median_lines
 }
 tc_ffmpeg() { # frames per CPU-second of one ffmpeg run: $1 input, rest: encoder options
   local in=$1; shift
@@ -506,7 +512,7 @@ if command -v prosody >/dev/null; then
     -benchtime "${XN}x" -count "$XCOUNT" ./e2e/ >"$OUT/xmpp.txt" 2>&1 || log "xmpp benchmark failed (see $OUT/xmpp.txt)"
   x_med() { # median of metric $2 of benchmark $1
     awk -v m="$1" -v k="$2" '$1 ~ "^Benchmark" m "-[0-9]+$" { for (i = 2; i < NF; i++) if ($(i + 1) == k) print $i }' "$OUT/xmpp.txt" \
-      | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
+      | median_lines
   }
   {
     echo
@@ -540,11 +546,7 @@ timeout -k 10 300 go test -run '^$' -bench '^BenchmarkStageRoundTrip$' -benchtim
       for (i = 3; i < NF; i++) v[k, $(i + 1)] = v[k, $(i + 1)] " " $i
       seen[k] = 1
     }
-    function median(s,   a, c, i, j, t) {
-      c = split(s, a, " "); if (c == 0) return 0
-      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
-    }
+    '"$AWK_MEDIAN"'
     END {
       printf "  %-12s %12s %12s %12s %10s\n", "", "ns/op", "p50 ns", "p99 ns", "allocs/op"
       for (k in seen) printf "  %-12s %12.0f %12.0f %12.0f %10.0f\n", k, median(v[k, "ns/op"]), median(v[k, "p50-ns"]), median(v[k, "p99-ns"]), median(v[k, "allocs/op"])
@@ -572,11 +574,7 @@ timeout -k 10 300 go test -run '^$' -bench '^Benchmark(BridgeMessage|PIDF)$' -be
       k = $1; sub(/^Benchmark/, "", k); sub(/-[0-9]+$/, "", k); if (!(k in seen)) order[++n] = k; seen[k] = 1
       for (i = 3; i < NF; i++) v[k, $(i + 1)] = v[k, $(i + 1)] " " $i
     }
-    function median(s,   a, c, i, j, t) {
-      c = split(s, a, " "); if (c == 0) return 0
-      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
-    }
+    '"$AWK_MEDIAN"'
     END {
       printf "  %-34s %10s %10s %10s %10s\n", "", "msgs/s", "ns/op", "allocs/op", "ratio"
       ref = median(v["BridgeMessage/sip-to-sip", "msgs/s"])
@@ -615,7 +613,7 @@ if command -v chromium >/dev/null; then
 fi
 wr_med() { # median of metric $2 of benchmark $1 (name without the -N suffix)
   awk -v m="$1" -v k="$2" '{ n = $1; sub(/-[0-9]+$/, "", n) } n == "Benchmark" m { for (i = 2; i < NF; i++) if ($(i + 1) == k) print $i }' "$OUT/webrtc.txt" \
-    | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'
+    | median_lines
 }
 wr_ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}' || echo -; }
 {
@@ -658,11 +656,7 @@ timeout -k 10 300 go test -run '^$' -bench '^BenchmarkRelayPathFeedback$' -bench
       for (i = 3; i < NF; i++) v[k, $(i + 1)] = v[k, $(i + 1)] " " $i
       seen[k] = 1
     }
-    function median(s,   a, c, i, j, t) {
-      c = split(s, a, " "); if (c == 0) return 0
-      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
-    }
+    '"$AWK_MEDIAN"'
     END {
       printf "  %-18s %10s %10s %12s\n", "", "ns/packet", "allocs", "ratio/off"
       base = median(v["off", "ns/op"])
@@ -690,11 +684,7 @@ timeout -k 10 300 go test -run '^$' -bench '^BenchmarkRelayPathTransform$' -benc
       for (i = 3; i < NF; i++) v[k, $(i + 1)] = v[k, $(i + 1)] " " $i
       seen[k] = 1
     }
-    function median(s,   a, c, i, j, t) {
-      c = split(s, a, " "); if (c == 0) return 0
-      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
-    }
+    '"$AWK_MEDIAN"'
     END {
       printf "  %-18s %10s %10s %12s\n", "", "ns/packet", "allocs", "ratio/off"
       base = median(v["off", "ns/op"])
@@ -717,14 +707,10 @@ median_table() {
         if ($(i + 1) == "allocs/op") al[name] = al[name] " " $i
       }
     }
-    function median(s,   a, k, i, j, t) {
-      k = split(s, a, " "); if (k == 0) return "-"
-      for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-    }
+    '"$AWK_MEDIAN"'
     END {
       printf "%-60s %14s %12s %12s\n", "benchmark", "ns/op", "B/op", "allocs/op"
-      for (i = 1; i <= n; i++) printf "%-60s %14s %12s %12s\n", order[i], median(ns[order[i]]), median(by[order[i]]), median(al[order[i]])
+      for (i = 1; i <= n; i++) printf "%-60s %14s %12s %12s\n", order[i], median(ns[order[i]], "-"), median(by[order[i]], "-"), median(al[order[i]], "-")
     }' "$1"
 }
 
