@@ -518,25 +518,7 @@ func (c *bridgeCall) bye() {
 	c.a.calls.Add(1)
 	go func() {
 		defer c.a.calls.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
-		defer cancel()
-		tx, err := c.a.cli.TransactionRequest(ctx, out, noBuild)
-		if err != nil {
-			return
-		}
-		defer tx.Terminate()
-		for {
-			select {
-			case res := <-tx.Responses():
-				if res.StatusCode >= 200 {
-					return
-				}
-			case <-tx.Done():
-				return
-			case <-ctx.Done():
-				return
-			}
-		}
+		c.a.sendAndWait(out)
 	}()
 }
 

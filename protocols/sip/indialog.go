@@ -337,7 +337,7 @@ func (c *call) byeFrom(in *inbound, side int, out *sip.Request) {
 		c.a.calls.Add(1)
 		go func() {
 			defer c.a.calls.Done()
-			c.send(out)
+			c.a.sendAndWait(out)
 		}()
 	}
 	c.end(200, "normal", by)
@@ -348,11 +348,12 @@ func (c *call) byeFrom(in *inbound, side int, out *sip.Request) {
 	in.tx.Terminate()
 }
 
-// send sends a request and waits (bounded) for its final response.
-func (c *call) send(out *sip.Request) {
+// sendAndWait sends a request of the gateway's own (a BYE) and waits,
+// bounded, for its final response, which nobody needs.
+func (a *Adapter) sendAndWait(out *sip.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
 	defer cancel()
-	tx, err := c.a.cli.TransactionRequest(ctx, out, noBuild)
+	tx, err := a.cli.TransactionRequest(ctx, out, noBuild)
 	if err != nil {
 		return
 	}
@@ -386,7 +387,7 @@ func (c *call) bye(side int) {
 	c.a.calls.Add(1)
 	go func() {
 		defer c.a.calls.Done()
-		c.send(out)
+		c.a.sendAndWait(out)
 	}()
 }
 
