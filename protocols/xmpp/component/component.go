@@ -399,24 +399,10 @@ func (c *Component) onMessage(m *inMessage, size int) {
 		return
 	}
 	ev := c.event(core.KindMessage, "message", from, to, size)
-	if d := c.pipeline.Load().Run(c.ctx, &ev); d.Action != core.Allow {
-		v := d.Verdict
-		if v.Rule == "" {
-			v.Rule = d.Stage
-		}
-		if v.Action == core.Drop {
-			c.journal(rec, v)
-			return
-		}
-		reply(v)
+	dl, ok := c.judge(&ev, to, &rec, reply)
+	if !ok {
 		return
 	}
-	dl, ok := c.deps.Bridge.For(to.Domainpart())
-	if !ok || dl == nil || dl == core.Deliverer(c) {
-		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonUnavailable, Rule: RuleNoBridge, Detail: "no adapter serves the domain"})
-		return
-	}
-	rec.To = protocolOf(dl) + ":" + to.Bare().String()
 	id := m.ID
 	msg := &core.Message{ID: id, Judged: true, From: identity(from), To: identity(to), Body: body, ContentType: "text/plain",
 		Src: c.source(), Time: time.Now()}
@@ -503,24 +489,10 @@ func (c *Component) onPresence(p *inPresence) {
 		pres.Status = truncate(pres.Status, 1024)
 	}
 	ev := c.event(core.KindPresence, rec.Method, from, to, len(pres.Status))
-	if d := c.pipeline.Load().Run(c.ctx, &ev); d.Action != core.Allow {
-		v := d.Verdict
-		if v.Rule == "" {
-			v.Rule = d.Stage
-		}
-		if v.Action == core.Drop {
-			c.journal(rec, v)
-			return
-		}
-		reply(v)
+	dl, ok := c.judge(&ev, to, &rec, reply)
+	if !ok {
 		return
 	}
-	dl, ok := c.deps.Bridge.For(to.Domainpart())
-	if !ok || dl == nil || dl == core.Deliverer(c) {
-		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonUnavailable, Rule: RuleNoBridge, Detail: "no adapter serves the domain"})
-		return
-	}
-	rec.To = protocolOf(dl) + ":" + to.Bare().String()
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DeliveryTimeout)
 	defer cancel()
 	pres.Judged = true // the pipeline allowed it above
@@ -696,6 +668,32 @@ func (c *Component) event(kind core.Kind, method string, from, to jid.JID, size 
 func (c *Component) record(method, from, to, id string) core.Transaction {
 	return core.Transaction{Time: time.Now(), Protocol: "xmpp", Zone: c.cfg.Zone, Src: c.server.String(), Transport: "component",
 		Method: method, From: "xmpp:" + truncate(from, 256), To: "xmpp:" + truncate(to, 256), CallID: truncate(id, 128)}
+}
+
+// judge runs the stages on the event of an interworked stanza and finds
+// the adapter that serves its addressee's domain, naming it in rec. A
+// refusal is answered with reply (a drop is only journaled); ok is false
+// then.
+func (c *Component) judge(ev *core.Event, to jid.JID, rec *core.Transaction, reply func(core.Verdict)) (dl core.Deliverer, ok bool) {
+	if d := c.pipeline.Load().Run(c.ctx, ev); d.Action != core.Allow {
+		v := d.Verdict
+		if v.Rule == "" {
+			v.Rule = d.Stage
+		}
+		if v.Action == core.Drop {
+			c.journal(*rec, v)
+		} else {
+			reply(v)
+		}
+		return nil, false
+	}
+	dl, ok = c.deps.Bridge.For(to.Domainpart())
+	if !ok || dl == nil || dl == core.Deliverer(c) {
+		reply(core.Verdict{Action: core.Refuse, Reason: core.ReasonUnavailable, Rule: RuleNoBridge, Detail: "no adapter serves the domain"})
+		return nil, false
+	}
+	rec.To = protocolOf(dl) + ":" + to.Bare().String()
+	return dl, true
 }
 
 func (c *Component) journal(t core.Transaction, v core.Verdict) {
