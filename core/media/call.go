@@ -608,6 +608,35 @@ func (c *Call) Answered() {
 	c.armTimer(now)
 }
 
+// streamLocked finds stream index for one of the call's setters (c.mu
+// held): ErrClosed when the call is closed, ErrStreams when there is no
+// such stream, or, with running, none running yet (before Answer).
+func (c *Call) streamLocked(index int, running bool) (*stream, error) {
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if index < 0 || index >= len(c.streams) || c.streams[index] == nil || c.streams[index].closed || running && !c.streams[index].running {
+		if running {
+			return nil, fmt.Errorf("%w: no running stream %d", ErrStreams, index)
+		}
+		return nil, fmt.Errorf("%w: no stream %d", ErrStreams, index)
+	}
+	return c.streams[index], nil
+}
+
+// dtlsStreamLocked is streamLocked for a stream whose leg l (role) is
+// keyed by DTLS; ErrCrypto otherwise.
+func (c *Call) dtlsStreamLocked(role string, l, index int, running bool) (*stream, error) {
+	st, err := c.streamLocked(index, running)
+	if err != nil {
+		return nil, err
+	}
+	if st.media[l].mode != SRTPDTLS {
+		return nil, fmt.Errorf("%w: stream %d of the %s is not keyed by DTLS", ErrCrypto, index, role)
+	}
+	return st, nil
+}
+
 // SetKeys gives the SRTP keys of a leg whose keys travel outside the
 // descriptions (SRTPDTLS): recv decrypts what the leg sends, send
 // encrypts what the gateway sends it. The stream index is the m= line.
@@ -618,17 +647,11 @@ func (c *Call) SetKeys(role string, index int, recv, send Keys) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return ErrClosed
+	st, err := c.dtlsStreamLocked(role, l, index, false)
+	if err != nil {
+		return err
 	}
-	if index < 0 || index >= len(c.streams) || c.streams[index] == nil || c.streams[index].closed {
-		return fmt.Errorf("%w: no stream %d", ErrStreams, index)
-	}
-	st := c.streams[index]
 	m := &st.media[l]
-	if m.mode != SRTPDTLS {
-		return fmt.Errorf("%w: stream %d of the %s is not keyed by DTLS", ErrCrypto, index, role)
-	}
 	r, err := newKeys(recv, false)
 	if err != nil {
 		return err
@@ -666,15 +689,9 @@ func (c *Call) SetSourceCheck(role string, index int, ok func(netip.AddrPort) bo
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return ErrClosed
-	}
-	if index < 0 || index >= len(c.streams) || c.streams[index] == nil || c.streams[index].closed {
-		return fmt.Errorf("%w: no stream %d", ErrStreams, index)
-	}
-	st := c.streams[index]
-	if st.media[l].mode != SRTPDTLS {
-		return fmt.Errorf("%w: stream %d of the %s is not keyed by DTLS", ErrCrypto, index, role)
+	st, err := c.dtlsStreamLocked(role, l, index, false)
+	if err != nil {
+		return err
 	}
 	st.admit[l].Store(&ok)
 	return nil

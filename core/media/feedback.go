@@ -152,15 +152,9 @@ func (c *Call) SetFeedback(role string, index int, f Feedback) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return ErrClosed
-	}
-	if index < 0 || index >= len(c.streams) || c.streams[index] == nil || !c.streams[index].running || c.streams[index].closed {
-		return fmt.Errorf("%w: no running stream %d", ErrStreams, index)
-	}
-	st := c.streams[index]
-	if st.media[l].mode != SRTPDTLS {
-		return fmt.Errorf("%w: stream %d of the %s is not keyed by DTLS", ErrCrypto, index, role)
+	st, err := c.dtlsStreamLocked(role, l, index, true)
+	if err != nil {
+		return err
 	}
 	if c.cname == "" {
 		var b [8]byte

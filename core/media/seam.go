@@ -2,7 +2,6 @@ package media
 
 import (
 	"bytes"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -30,15 +29,9 @@ func (c *Call) PacketConn(role string, index int) (net.PacketConn, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	if index < 0 || index >= len(c.streams) || c.streams[index] == nil || !c.streams[index].running || c.streams[index].closed {
-		return nil, fmt.Errorf("%w: no running stream %d", ErrStreams, index)
-	}
-	st := c.streams[index]
-	if st.media[l].mode != SRTPDTLS {
-		return nil, fmt.Errorf("%w: stream %d of the %s is not keyed by DTLS", ErrCrypto, index, role)
+	st, err := c.dtlsStreamLocked(role, l, index, true)
+	if err != nil {
+		return nil, err
 	}
 	f := &foreignConn{conn: st.sides[l].rtp, ch: make(chan foreignPkt, foreignQueue), done: make(chan struct{}), wake: make(chan struct{})}
 	if old := st.dirs[l].foreign.Swap(f); old != nil {

@@ -2,7 +2,6 @@ package media
 
 import (
 	"encoding/binary"
-	"fmt"
 	"sync"
 )
 
@@ -57,13 +56,10 @@ func (c *Call) SetTransform(from string, index int, mk func(*TransformOut) Trans
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return ErrClosed
+	st, err := c.streamLocked(index, true)
+	if err != nil {
+		return err
 	}
-	if index < 0 || index >= len(c.streams) || c.streams[index] == nil || !c.streams[index].running || c.streams[index].closed {
-		return fmt.Errorf("%w: no running stream %d", ErrStreams, index)
-	}
-	st := c.streams[index]
 	out := &TransformOut{c: c, st: st, from: l, rbuf: make([]byte, bufSize), cbuf: make([]byte, bufSize),
 		pps: newBucket(c.e.cfg.MaxPacketsPerSecond, 1), bps: newBucket(c.e.cfg.MaxBitrate, maxPacket),
 		rtcp: newBucket(maxUpstreamRTCP, 1)}
