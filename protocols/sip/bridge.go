@@ -544,6 +544,18 @@ func recordLeg(rec *core.Transaction, lg *leg) {
 	rec.Encrypted = rec.Encrypted && lg.secure
 }
 
+// refuseOut refuses something the other side of the bridge asked the
+// gateway to send (a message, a subscription, a call) before it is sent:
+// rec is journaled with the rule and the SIP status the reason maps to,
+// and the refusal is returned in neutral terms.
+func (a *Adapter) refuseOut(rec *core.Transaction, r core.Reason, rule, detail string) error {
+	rec.Action, rec.Rule, rec.Reason = core.Refuse.String(), rule, r.String()
+	code, _ := bridgeStatusFor(r)
+	a.metrics.refusal("sip", rule)
+	a.journalOut(rec, code)
+	return &core.DeliveryError{Reason: r, Detail: detail}
+}
+
 // journalOut journals a transaction the gateway sent with its final status
 // (0: none came).
 func (a *Adapter) journalOut(rec *core.Transaction, status int) {
@@ -706,13 +718,7 @@ func (a *Adapter) DeliverMessage(ctx context.Context, m *core.Message) error {
 	proto := a.peerProtocol(m.From.Domain)
 	rec := bridgeRecord("MESSAGE", m.Src, m.From, m.To, proto)
 	rec.PeerCall = clip(m.ID)
-	refuse := func(r core.Reason, rule, detail string) error {
-		rec.Action, rec.Rule, rec.Reason = core.Refuse.String(), rule, r.String()
-		code, _ := bridgeStatusFor(r)
-		a.metrics.refusal("sip", rule)
-		a.journalOut(&rec, code)
-		return &core.DeliveryError{Reason: r, Detail: detail}
-	}
+	refuse := func(r core.Reason, rule, detail string) error { return a.refuseOut(&rec, r, rule, detail) }
 	local, ok := peerURI(m.From)
 	if !ok {
 		return refuse(core.ReasonMalformed, "sip/bridge_address", "sender not addressable in SIP")

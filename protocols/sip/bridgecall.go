@@ -70,13 +70,7 @@ func (a *Adapter) OfferCall(ctx context.Context, o *core.CallOffer, peer core.Ca
 	proto := a.peerProtocol(o.From.Domain)
 	rec := bridgeRecord("INVITE", o.Src, o.From, o.To, proto)
 	rec.PeerCall = clip(string(o.Session))
-	refuse := func(r core.Reason, rule, detail string) error {
-		rec.Action, rec.Rule, rec.Reason = core.Refuse.String(), rule, r.String()
-		code, _ := bridgeStatusFor(r)
-		a.metrics.refusal("sip", rule)
-		a.journalOut(&rec, code)
-		return &core.DeliveryError{Reason: r, Detail: detail}
-	}
+	refuse := func(r core.Reason, rule, detail string) error { return a.refuseOut(&rec, r, rule, detail) }
 	local, ok := peerURI(o.From)
 	if !ok {
 		return nil, refuse(core.ReasonMalformed, "sip/bridge_address", "caller not addressable in SIP")

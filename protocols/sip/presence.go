@@ -967,13 +967,7 @@ func (a *Adapter) subscribeSIP(ctx context.Context, p *core.Presence, quiet bool
 	}
 	proto := a.peerProtocol(p.From.Domain)
 	rec := bridgeRecord("SUBSCRIBE", p.Src, p.From, p.To, proto)
-	refuse := func(r core.Reason, rule, detail string) error {
-		rec.Action, rec.Rule, rec.Reason = core.Refuse.String(), rule, r.String()
-		code, _ := bridgeStatusFor(r)
-		a.metrics.refusal("sip", rule)
-		a.journalOut(&rec, code)
-		return &core.DeliveryError{Reason: r, Detail: detail}
-	}
+	refuse := func(r core.Reason, rule, detail string) error { return a.refuseOut(&rec, r, rule, detail) }
 	local, _ := peerURI(p.From)
 	t, routed := a.targetFor(sipUser(p.To.User))
 	ctx, cancel := a.bounded(ctx)
